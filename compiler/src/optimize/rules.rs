@@ -1,0 +1,272 @@
+//! The rewrites over products, as custom egg searchers/appliers.
+//!
+//! Products are variadic with canonically sorted operands, which egg's patterns cannot
+//! match usefully, and every soundness condition below needs the free-index analysis of
+//! several classes at once. So the searcher only selects e-classes holding a product
+//! node, and each applier inspects the class's product nodes, checks its condition and
+//! unions what it builds with the class. The Runner counts one application per union
+//! that changed the e-graph.
+//!
+//! There is deliberately no commutativity/associativity rule: sorted operands make
+//! commutativity free, and saturating associativity over n-ary products is exponential
+//! (523k nodes / 44 s for 12 operands). Contraction order is `order::search`'s job.
+
+use super::lang::{union_sorted, ENode, IrAnalysis};
+use crate::ir::IndexId;
+use egg::{Applier, EGraph, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
+use std::collections::BTreeMap;
+
+type EG = EGraph<ENode, IrAnalysis>;
+
+pub const FLATTEN: &str = "flatten-product";
+pub const PUSH_SUM: &str = "push-sum";
+pub const UNIT: &str = "unit-product";
+
+/// Above this many independent summed-index groups in one product, [`push_sum`] pushes
+/// them all in one node instead of one node per group: one at a time, iteration would
+/// build every subset of pushed groups (2^k nodes).
+const MAX_SEPARATE_PUSHES: usize = 3;
+
+/// The rule set, in the order the report lists them.
+pub fn rules() -> Vec<Rewrite<ENode, IrAnalysis>> {
+    let rule = |name: &str, filter: ProductFilter, apply: ProductRewrite| {
+        Rewrite::new(name, ProductClasses(filter), ProductApplier(apply))
+            .expect("custom rules bind no pattern variables")
+    };
+    vec![
+        rule(FLATTEN, |_, _| true, flatten),
+        rule(PUSH_SUM, |f, s| f.len() >= 2 && !s.is_empty(), push_sum),
+        rule(UNIT, |f, s| f.len() == 1 && s.is_empty(), unit),
+    ]
+}
+
+/// Which product nodes (factors, summed) a rule may apply to; a cheap pre-filter.
+type ProductFilter = fn(&[Id], &[IndexId]) -> bool;
+
+/// Given a product node (factors, summed) of e-class `class`, adds equal nodes and
+/// returns their classes, to be unioned with `class`.
+type ProductRewrite = fn(&mut EG, Id, &[Id], &[IndexId]) -> Vec<Id>;
+
+/// Matches each e-class that holds a product node accepted by the filter.
+struct ProductClasses(ProductFilter);
+
+impl Searcher<ENode, IrAnalysis> for ProductClasses {
+    fn search_eclass_with_limit(
+        &self,
+        egraph: &EG,
+        eclass: Id,
+        limit: usize,
+    ) -> Option<SearchMatches<'_, ENode>> {
+        let hit = limit > 0
+            && egraph[eclass]
+                .nodes
+                .iter()
+                .filter_map(ENode::as_product)
+                .any(|(f, s)| (self.0)(f, s));
+        hit.then(|| SearchMatches {
+            eclass,
+            substs: vec![Subst::with_capacity(0)],
+            ast: None,
+        })
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        Vec::new()
+    }
+}
+
+/// Runs a [`ProductRewrite`] on every product node of the matched class.
+struct ProductApplier(ProductRewrite);
+
+impl Applier<ENode, IrAnalysis> for ProductApplier {
+    fn apply_one(
+        &self,
+        egraph: &mut EG,
+        eclass: Id,
+        _subst: &Subst,
+        _ast: Option<&PatternAst<ENode>>,
+        _rule: Symbol,
+    ) -> Vec<Id> {
+        // An earlier rule in this iteration may have merged the class: work on its root.
+        let class = egraph.find(eclass);
+        let nodes = egraph[class].nodes.clone();
+        let mut changed = Vec::new();
+        for (factors, summed) in nodes.iter().filter_map(ENode::as_product) {
+            for id in (self.0)(egraph, class, factors, summed) {
+                if egraph.union(class, id) {
+                    changed.push(egraph.find(id));
+                }
+            }
+        }
+        changed
+    }
+}
+
+fn frees(egraph: &EG, factors: &[Id]) -> Vec<Vec<IndexId>> {
+    factors
+        .iter()
+        .map(|&f| egraph[f].data.free.clone())
+        .collect()
+}
+
+/// Rule 1, flatten nested products:
+/// `Product{[Product{F1, S1}, F2...], S2}  =  Product{[F1..., F2...], S1 ∪ S2}`.
+///
+/// Sound only when the inner sum captures nothing: no index of `S1` is free in any
+/// other factor (`F2`) nor summed outside (`S2`). Otherwise the inner index is a
+/// different variable that happens to share a name, e.g.
+/// `(sum_j A[i,j] B[j]) * (sum_j C[j])` is not `sum_j A[i,j] B[j] C[j]`.
+///
+/// All factors are flattened in one new node (one at a time, iteration would build every
+/// subset of flattened factors). For each factor the flattest sound product node of its
+/// class is used; flattening the i-th factor is checked against the summed set grown by
+/// the factors already flattened, so two inner sums over the same index never merge.
+/// Nodes that mention their own class or the outer class (cycles left by other unions)
+/// are skipped: flattening them would only rebuild the same equation.
+fn flatten(egraph: &mut EG, class: Id, factors: &[Id], summed: &[IndexId]) -> Vec<Id> {
+    let factors: Vec<Id> = factors.iter().map(|&f| egraph.find(f)).collect();
+    let frees = frees(egraph, &factors);
+    let mut new_summed = summed.to_vec();
+    let mut new_factors = Vec::new();
+    let mut changed = false;
+    for (i, &f) in factors.iter().enumerate() {
+        let captures = |s: &IndexId| {
+            new_summed.contains(s)
+                || frees
+                    .iter()
+                    .enumerate()
+                    .any(|(k, fr)| k != i && fr.binary_search(s).is_ok())
+        };
+        let best = egraph[f]
+            .nodes
+            .iter()
+            .filter_map(ENode::as_product)
+            .filter(|(f1, s1)| {
+                !f1.iter().any(|&c| [f, class].contains(&egraph.find(c)))
+                    && !s1.iter().any(captures)
+            })
+            // Most factors first; among equals the smallest node, for determinism.
+            .max_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| b.cmp(a)));
+        match best {
+            Some((f1, s1)) => {
+                new_factors.extend_from_slice(f1);
+                new_summed.extend_from_slice(s1);
+                changed = true;
+            }
+            None => new_factors.push(f),
+        }
+    }
+    if !changed {
+        return Vec::new();
+    }
+    new_summed.sort_unstable();
+    vec![egraph.add(ENode::Product {
+        summed: new_summed,
+        factors: new_factors,
+    })]
+}
+
+fn is_subset(a: &[usize], b: &[usize]) -> bool {
+    a.iter().all(|x| b.binary_search(x).is_ok())
+}
+
+fn disjoint(a: &[usize], b: &[usize]) -> bool {
+    a.iter().all(|x| b.binary_search(x).is_err())
+}
+
+/// Rule 2, push a sum inward: in `Product{F, S}`, the summed indices that occur (are
+/// free) only in the factors `G ⊂ F` can be summed before multiplying by the rest:
+/// `Product{F, S}  =  Product{[Product{G, S_G}] ++ (F \ G), S \ S_G}`.
+///
+/// Sound because every index of `S_G` occurs in `G` only, so the other factors are
+/// constants for that sum (distributivity); `S_G` contains *all* summed indices whose
+/// occurrences lie within `G`, so each outer summed index still occurs in an outer factor.
+///
+/// To keep the e-graph small and leave contraction order to `order::search`:
+/// - summed indices are grouped by the exact set of factors they occur in, and only a
+///   group's set `G` that is a strict subset of the factors is pushed, with at most one
+///   new node per group;
+/// - `G` must nest with every other group's set (contain it, lie inside it or be disjoint
+///   from it). Sets that overlap partially (a chain `A[i,j] B[j,k] C[k,l]`) mean a choice
+///   of contraction order, which is not this pass's to make;
+/// - only maximal such sets are pushed here (the nested ones are pushed inside the new
+///   sub-product), and past [`MAX_SEPARATE_PUSHES`] groups all are pushed in one node.
+fn push_sum(egraph: &mut EG, _class: Id, factors: &[Id], summed: &[IndexId]) -> Vec<Id> {
+    let n = factors.len();
+    let frees = frees(egraph, factors);
+    let mut groups: BTreeMap<Vec<usize>, Vec<IndexId>> = BTreeMap::new();
+    for &s in summed {
+        let occ = (0..n)
+            .filter(|&k| frees[k].binary_search(&s).is_ok())
+            .collect();
+        groups.entry(occ).or_default().push(s);
+    }
+    let sets: Vec<&[usize]> = groups
+        .keys()
+        .map(|g| &g[..])
+        .filter(|g| !g.is_empty())
+        .collect();
+    let nests = |g: &[usize], h: &[usize]| is_subset(g, h) || is_subset(h, g) || disjoint(g, h);
+    let pushable: Vec<&[usize]> = sets
+        .iter()
+        .copied()
+        .filter(|g| g.len() < n && sets.iter().all(|h| nests(g, h)))
+        .collect();
+    let maximal: Vec<&[usize]> = pushable
+        .iter()
+        .copied()
+        .filter(|g| {
+            !pushable
+                .iter()
+                .any(|h| h.len() > g.len() && is_subset(g, h))
+        })
+        .collect();
+    let plans: Vec<Vec<&[usize]>> = if maximal.len() <= MAX_SEPARATE_PUSHES {
+        maximal.iter().map(|g| vec![*g]).collect()
+    } else {
+        vec![maximal]
+    };
+
+    let mut out = Vec::new();
+    for plan in plans {
+        let mut outer_factors = Vec::new();
+        let mut pushed_sums = Vec::new();
+        let mut pushed = vec![false; n];
+        for g in plan {
+            let inner_summed = union_sorted(
+                groups
+                    .iter()
+                    .filter(|(h, _)| !h.is_empty() && is_subset(h, g))
+                    .map(|(_, s)| &s[..]),
+            );
+            pushed_sums.extend_from_slice(&inner_summed);
+            for &k in g {
+                pushed[k] = true;
+            }
+            outer_factors.push(egraph.add(ENode::Product {
+                summed: inner_summed,
+                factors: g.iter().map(|&k| factors[k]).collect(),
+            }));
+        }
+        outer_factors.extend((0..n).filter(|&k| !pushed[k]).map(|k| factors[k]));
+        let outer_summed = summed
+            .iter()
+            .filter(|s| !pushed_sums.contains(s))
+            .copied()
+            .collect();
+        out.push(egraph.add(ENode::Product {
+            summed: outer_summed,
+            factors: outer_factors,
+        }));
+    }
+    out
+}
+
+/// Rule 3, a product of one factor summing nothing is that factor:
+/// `Product{[x], {}}  =  x`. Always sound (same value, free indices and dtype).
+fn unit(_egraph: &mut EG, _class: Id, factors: &[Id], summed: &[IndexId]) -> Vec<Id> {
+    match (factors, summed) {
+        ([x], []) => vec![*x],
+        _ => Vec::new(),
+    }
+}

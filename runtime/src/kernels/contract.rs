@@ -1,0 +1,597 @@
+//! Pairwise contraction through batched GEMM.
+//!
+//! `a[a_idx] * b[b_idx] -> out[out_idx]` is rewritten as a batch of matrix
+//! products: labels in a, b and out are the batch; labels in a and b only are
+//! contracted (K); labels of only a (only b) kept in out form the rows M
+//! (columns N). Labels of one operand that neither the other operand nor the
+//! output has are summed out of that operand first.
+//!
+//! Each group of axes is folded into a single (length, stride) pair when its
+//! strides allow (no copy, even for transposed views); otherwise the operand is
+//! copied once into `[batch, rows, cols]` order where every group is contiguous.
+
+use super::scalar::{GemmCall, Scalar};
+use super::unary::{assert_distinct, to_standard, unary};
+use ndarray::{ArrayD, ArrayViewD, CowArray, IxDyn};
+use rayon::prelude::*;
+
+/// Up to this many multiply-adds per product a plain loop beats the setup
+/// cost of a `gemm` call (this covers the Hadamard case m = n = k = 1).
+const SMALL_GEMM: usize = 64;
+/// Above this many multiply-adds per product, `gemm` parallelises internally.
+const GEMM_PAR: usize = 1 << 20;
+/// Total multiply-adds above which many small products run in parallel.
+const BATCH_PAR_WORK: usize = 1 << 17;
+
+/// Contracts `a[a_idx]` with `b[b_idx]` into `out[out_idx]` (standard layout,
+/// axes in `out_idx` order).
+///
+/// Labels are distinct within each of `a_idx`, `b_idx`, `out_idx`; every
+/// output label belongs to `a` or `b`; a label in both operands has the same
+/// length in both. Views may have any strides (including zero or negative).
+///
+/// # Panics
+/// When that caller contract is broken.
+pub fn contract_pair<T: Scalar>(
+    a: ArrayViewD<T>,
+    a_idx: &[u32],
+    b: ArrayViewD<T>,
+    b_idx: &[u32],
+    out_idx: &[u32],
+) -> ArrayD<T> {
+    assert_eq!(a.ndim(), a_idx.len(), "one label per axis of a");
+    assert_eq!(b.ndim(), b_idx.len(), "one label per axis of b");
+    assert_distinct(a_idx, "labels of a");
+    assert_distinct(b_idx, "labels of b");
+    assert_distinct(out_idx, "output labels");
+    for (ax, l) in a_idx.iter().enumerate() {
+        if let Some(bx) = b_idx.iter().position(|x| x == l) {
+            assert_eq!(
+                a.shape()[ax],
+                b.shape()[bx],
+                "label {l} has different lengths in a and b"
+            );
+        }
+    }
+
+    // Sum away labels only one operand has and the output drops.
+    let keep = |idx: &[u32], other: &[u32]| -> Vec<u32> {
+        idx.iter()
+            .copied()
+            .filter(|l| other.contains(l) || out_idx.contains(l))
+            .collect()
+    };
+    let (a_keep, b_keep) = (keep(a_idx, b_idx), keep(b_idx, a_idx));
+    let a_red;
+    let (a, a_idx) = if a_keep.len() < a_idx.len() {
+        a_red = unary(a, a_idx, &a_keep);
+        (a_red.view(), &a_keep[..])
+    } else {
+        (a, a_idx)
+    };
+    let b_red;
+    let (b, b_idx) = if b_keep.len() < b_idx.len() {
+        b_red = unary(b, b_idx, &b_keep);
+        (b_red.view(), &b_keep[..])
+    } else {
+        (b, b_idx)
+    };
+
+    let in_a = |l: &u32| a_idx.contains(l);
+    let in_b = |l: &u32| b_idx.contains(l);
+    let pick = |f: &dyn Fn(&u32) -> bool| -> Vec<u32> {
+        out_idx.iter().copied().filter(|l| f(l)).collect()
+    };
+    let batch = pick(&|l| in_a(l) && in_b(l));
+    let m_l = pick(&|l| in_a(l) && !in_b(l));
+    let n_l = pick(&|l| in_b(l) && !in_a(l));
+    assert_eq!(
+        batch.len() + m_l.len() + n_l.len(),
+        out_idx.len(),
+        "output labels {out_idx:?} must come from a {a_idx:?} or b {b_idx:?}"
+    );
+    let k_l = choose_k_order(&a, a_idx, &b, b_idx, out_idx);
+
+    let out_shape: Vec<usize> = out_idx
+        .iter()
+        .map(|l| match a_idx.iter().position(|x| x == l) {
+            Some(p) => a.shape()[p],
+            None => b.shape()[b_idx.iter().position(|x| x == l).expect("checked above")],
+        })
+        .collect();
+    let out = ArrayD::from_elem(IxDyn(&out_shape), T::zero());
+    let k: usize = dims_of(&a, a_idx, &k_l).iter().map(|d| d.0).product();
+    if out.is_empty() || k == 0 {
+        // Nothing to write, or every entry is an empty sum.
+        return out;
+    }
+
+    let (a, a_idx, am, ak) = as_matrix(a, a_idx, &batch, &m_l, &k_l);
+    let (b, b_idx, bk, bn) = as_matrix(b, b_idx, &batch, &k_l, &n_l);
+    // The output takes `out_idx` order directly when M and N merge there;
+    // otherwise it is computed in [batch, M, N] order and permuted at the end.
+    let (mut dst, dst_idx, dm, dn) = {
+        let merged = (
+            merge(&dims_of(&out.view(), out_idx, &m_l)),
+            merge(&dims_of(&out.view(), out_idx, &n_l)),
+        );
+        if let (Some(dm), Some(dn)) = merged {
+            (out, out_idx.to_vec(), dm, dn)
+        } else {
+            let idx: Vec<u32> = [&batch[..], &m_l, &n_l].concat();
+            let shape: Vec<usize> = idx.iter().map(|l| out_shape[pos(out_idx, *l)]).collect();
+            let d = ArrayD::from_elem(IxDyn(&shape), T::zero());
+            let dm = merge(&dims_of(&d.view(), &idx, &m_l)).expect("contiguous group");
+            let dn = merge(&dims_of(&d.view(), &idx, &n_l)).expect("contiguous group");
+            (d, idx, dm, dn)
+        }
+    };
+
+    let walk = BatchWalk::new(
+        batch
+            .iter()
+            .map(|&l| {
+                let pa = pos(&a_idx, l);
+                (
+                    a.shape()[pa],
+                    [
+                        a.strides()[pa],
+                        b.strides()[pos(&b_idx, l)],
+                        dst.strides()[pos(&dst_idx, l)],
+                    ],
+                )
+            })
+            .collect(),
+    );
+    let job = Job {
+        m: am.0,
+        n: bn.0,
+        k,
+        a: a.as_ptr(),
+        a_rs: am.1,
+        a_cs: ak.1,
+        b: b.as_ptr(),
+        b_rs: bk.1,
+        b_cs: bn.1,
+        d: dst.as_mut_ptr(),
+        d_rs: dm.1,
+        d_cs: dn.1,
+    };
+    debug_assert!(am.0 == dm.0 && bn.0 == dn.0 && ak.0 == k && bk.0 == k);
+
+    let work = job.m * job.n * k;
+    let count = walk.count();
+    let threads = rayon::current_num_threads();
+    if threads > 1
+        && count >= 2 * threads
+        && work < GEMM_PAR
+        && count.saturating_mul(work) >= BATCH_PAR_WORK
+    {
+        // Many small products: spread whole batches over threads.
+        let chunks = (4 * threads).min(count);
+        let per = count.div_ceil(chunks);
+        (0..chunks).into_par_iter().for_each(|c| {
+            let start = c * per;
+            let len = per.min(count.saturating_sub(start));
+            // SAFETY: see `Job::run`; distinct batch indices write disjoint
+            // parts of `dst`, so concurrent chunks never touch the same element.
+            walk.run(start, len, |off| unsafe {
+                job.run(off, gemm::Parallelism::None)
+            });
+        });
+    } else {
+        let par = if work > GEMM_PAR {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: see `Job::run`.
+        walk.run(0, count, |off| unsafe { job.run(off, par) });
+    }
+
+    if dst_idx == out_idx {
+        dst
+    } else {
+        let perm: Vec<usize> = out_idx.iter().map(|&l| pos(&dst_idx, l)).collect();
+        to_standard(dst.view().permuted_axes(perm))
+    }
+}
+
+fn pos(idx: &[u32], l: u32) -> usize {
+    idx.iter().position(|&x| x == l).expect("label present")
+}
+
+/// (length, stride) of the axes of `v` carrying `group`'s labels, in that order.
+fn dims_of<T>(v: &ArrayViewD<T>, idx: &[u32], group: &[u32]) -> Vec<(usize, isize)> {
+    group
+        .iter()
+        .map(|&l| {
+            let p = pos(idx, l);
+            (v.shape()[p], v.strides()[p])
+        })
+        .collect()
+}
+
+/// Folds axes (outer to inner) into one (length, stride) when walking them in
+/// order is a single arithmetic progression. Length-1 axes are ignored.
+/// Callers only pass non-empty groups.
+fn merge(dims: &[(usize, isize)]) -> Option<(usize, isize)> {
+    let mut len = 1usize;
+    let mut inner: Option<isize> = None;
+    for &(l, s) in dims.iter().filter(|d| d.0 != 1) {
+        if let Some(prev) = inner {
+            if prev != s * l as isize {
+                return None;
+            }
+        }
+        inner = Some(s);
+        len *= l;
+    }
+    Some((len, inner.unwrap_or(1)))
+}
+
+/// Orders the contracted labels so that, if possible, both operands' K axes
+/// merge: tries a's memory order, then b's.
+fn choose_k_order<T>(
+    a: &ArrayViewD<T>,
+    a_idx: &[u32],
+    b: &ArrayViewD<T>,
+    b_idx: &[u32],
+    out_idx: &[u32],
+) -> Vec<u32> {
+    let k_l: Vec<u32> = a_idx
+        .iter()
+        .copied()
+        .filter(|l| b_idx.contains(l) && !out_idx.contains(l))
+        .collect();
+    let by_stride = |v: &ArrayViewD<T>, idx: &[u32]| {
+        let mut o = k_l.clone();
+        o.sort_by_key(|&l| std::cmp::Reverse(v.strides()[pos(idx, l)].unsigned_abs()));
+        o
+    };
+    let score = |o: &[u32]| {
+        merge(&dims_of(a, a_idx, o)).is_some() as u8 + merge(&dims_of(b, b_idx, o)).is_some() as u8
+    };
+    let (oa, ob) = (by_stride(a, a_idx), by_stride(b, b_idx));
+    if score(&ob) > score(&oa) {
+        ob
+    } else {
+        oa
+    }
+}
+
+/// Presents `v` (labels `idx` = batch ∪ rows ∪ cols) as a batch of matrices:
+/// returns the data, its labels, and the merged (length, stride) of rows and
+/// columns. Copies into `[batch, rows, cols]` order only when a group's
+/// strides cannot be merged.
+#[allow(clippy::type_complexity)]
+fn as_matrix<'a, T: Scalar>(
+    v: ArrayViewD<'a, T>,
+    idx: &[u32],
+    batch: &[u32],
+    rows: &[u32],
+    cols: &[u32],
+) -> (
+    CowArray<'a, T, IxDyn>,
+    Vec<u32>,
+    (usize, isize),
+    (usize, isize),
+) {
+    if let (Some(r), Some(c)) = (
+        merge(&dims_of(&v, idx, rows)),
+        merge(&dims_of(&v, idx, cols)),
+    ) {
+        return (v.into(), idx.to_vec(), r, c);
+    }
+    let order: Vec<u32> = [batch, rows, cols].concat();
+    let perm: Vec<usize> = order.iter().map(|&l| pos(idx, l)).collect();
+    let owned = to_standard(v.permuted_axes(perm));
+    let r = merge(&dims_of(&owned.view(), &order, rows)).expect("contiguous group");
+    let c = merge(&dims_of(&owned.view(), &order, cols)).expect("contiguous group");
+    (owned.into(), order, r, c)
+}
+
+/// Walks the batch multi-indices in row-major order, yielding the element
+/// offsets `[a, b, dst]` of each batch's matrices.
+struct BatchWalk {
+    lens: Vec<usize>,
+    strides: Vec<[isize; 3]>,
+}
+
+impl BatchWalk {
+    /// `dims`: (length, strides in a, b, dst) per batch axis, all lengths > 0.
+    fn new(dims: Vec<(usize, [isize; 3])>) -> Self {
+        // Fold neighbouring axes that are one progression in all three arrays,
+        // so a long Hadamard-like batch costs one counter, not several.
+        let mut lens: Vec<usize> = Vec::new();
+        let mut strides: Vec<[isize; 3]> = Vec::new();
+        for (l, s) in dims.into_iter().filter(|d| d.0 != 1) {
+            match (lens.last_mut(), strides.last_mut()) {
+                (Some(pl), Some(ps)) if (0..3).all(|i| ps[i] == s[i] * l as isize) => {
+                    *pl *= l;
+                    *ps = s;
+                }
+                _ => {
+                    lens.push(l);
+                    strides.push(s);
+                }
+            }
+        }
+        BatchWalk { lens, strides }
+    }
+
+    fn count(&self) -> usize {
+        self.lens.iter().product()
+    }
+
+    /// Calls `f` with the offsets of batches `start..start + len`.
+    fn run(&self, start: usize, len: usize, mut f: impl FnMut([isize; 3])) {
+        let nd = self.lens.len();
+        let mut ix = vec![0usize; nd];
+        let mut off = [0isize; 3];
+        let mut rem = start;
+        for d in (0..nd).rev() {
+            ix[d] = rem % self.lens[d];
+            rem /= self.lens[d];
+            for (o, s) in off.iter_mut().zip(self.strides[d]) {
+                *o += ix[d] as isize * s;
+            }
+        }
+        for _ in 0..len {
+            f(off);
+            for d in (0..nd).rev() {
+                ix[d] += 1;
+                let s = self.strides[d];
+                if ix[d] < self.lens[d] {
+                    (0..3).for_each(|i| off[i] += s[i]);
+                    break;
+                }
+                (0..3).for_each(|i| off[i] -= s[i] * (self.lens[d] - 1) as isize);
+                ix[d] = 0;
+            }
+        }
+    }
+}
+
+/// One batched product: base pointers and merged strides of the matrices.
+struct Job<T> {
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const T,
+    a_rs: isize,
+    a_cs: isize,
+    b: *const T,
+    b_rs: isize,
+    b_cs: isize,
+    d: *mut T,
+    d_rs: isize,
+    d_cs: isize,
+}
+
+// SAFETY: a `Job` is only a description of memory owned by `contract_pair`'s
+// arrays; threads only read `a`/`b` and write disjoint batches of `d` (see
+// `Job::run`), and the arrays outlive the parallel loop.
+unsafe impl<T: Send> Send for Job<T> {}
+// SAFETY: as above.
+unsafe impl<T: Sync> Sync for Job<T> {}
+
+impl<T: Scalar> Job<T> {
+    /// Computes the product of the batch at element offsets `off`.
+    ///
+    /// # Safety
+    /// `off` must come from the `BatchWalk` built from these arrays' strides,
+    /// so every matrix element addressed lies inside its array; the arrays
+    /// must be alive; no other thread may process the same batch. `dst` is a
+    /// fresh array whose axes carry distinct labels, so distinct (batch, row,
+    /// col) triples are distinct elements and never alias `a` or `b`.
+    unsafe fn run(&self, off: [isize; 3], parallelism: gemm::Parallelism) {
+        let call = GemmCall {
+            m: self.m,
+            n: self.n,
+            k: self.k,
+            dst: self.d.wrapping_offset(off[2]),
+            dst_rs: self.d_rs,
+            dst_cs: self.d_cs,
+            lhs: self.a.wrapping_offset(off[0]),
+            lhs_rs: self.a_rs,
+            lhs_cs: self.a_cs,
+            rhs: self.b.wrapping_offset(off[1]),
+            rhs_rs: self.b_rs,
+            rhs_cs: self.b_cs,
+            parallelism,
+        };
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            if self.m * self.n * self.k <= SMALL_GEMM {
+                naive_gemm(&call)
+            } else {
+                T::gemm(&call)
+            }
+        }
+    }
+}
+
+/// `dst = lhs × rhs` with plain loops, for tiny products.
+///
+/// # Safety
+/// The contract of [`Scalar::gemm`].
+unsafe fn naive_gemm<T: Scalar>(c: &GemmCall<T>) {
+    for i in 0..c.m as isize {
+        for j in 0..c.n as isize {
+            let mut acc = T::zero();
+            for p in 0..c.k as isize {
+                // SAFETY: (i, p) and (p, j) are within the m×k and k×n shapes the
+                // caller vouched for.
+                unsafe {
+                    acc += *c.lhs.offset(i * c.lhs_rs + p * c.lhs_cs)
+                        * *c.rhs.offset(p * c.rhs_rs + j * c.rhs_cs);
+                }
+            }
+            // SAFETY: (i, j) is within the m×n destination.
+            unsafe { *c.dst.offset(i * c.dst_rs + j * c.dst_cs) = acc };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::test_util::{assert_close, embedded_view, random_storage, to_c64, Rng};
+    use crate::reference::reference_einsum;
+    use ndarray::{Array2, Array3, Axis, Ix2};
+    use num_complex::Complex64;
+    use std::collections::BTreeMap;
+
+    fn shuffled(mut v: Vec<u32>, rng: &mut Rng) -> Vec<u32> {
+        for i in (1..v.len()).rev() {
+            v.swap(i, rng.below(i + 1));
+        }
+        v
+    }
+
+    /// A random label configuration: each label gets a role (batch,
+    /// contracted, M, N, summed from a, summed from b) and a size.
+    fn check_random<T: Scalar>(rng: &mut Rng, max_labels: usize, size_pool: &[usize], tol: f64) {
+        let nlab = rng.below(max_labels + 1) as u32;
+        let (mut ai, mut bi, mut oi) = (vec![], vec![], vec![]);
+        let mut sizes = BTreeMap::new();
+        for l in 0..nlab {
+            sizes.insert(l, size_pool[rng.below(size_pool.len())]);
+            let role = rng.below(6);
+            if matches!(role, 0 | 1 | 2 | 4) {
+                ai.push(l);
+            }
+            if matches!(role, 0 | 1 | 3 | 5) {
+                bi.push(l);
+            }
+            if matches!(role, 0 | 2 | 3) {
+                oi.push(l);
+            }
+        }
+        let (ai, bi, oi) = (shuffled(ai, rng), shuffled(bi, rng), shuffled(oi, rng));
+        let shape = |idx: &[u32]| idx.iter().map(|l| sizes[l]).collect::<Vec<_>>();
+        let (sa, ea) = random_storage::<T>(&shape(&ai), rng);
+        let (sb, eb) = random_storage::<T>(&shape(&bi), rng);
+        let (a, b) = (embedded_view(&sa, &ea), embedded_view(&sb, &eb));
+        let got = contract_pair(a.view(), &ai, b.view(), &bi, &oi);
+        let (ca, cb) = (to_c64(&a), to_c64(&b));
+        let want = reference_einsum(
+            &[(ca.view(), ai.clone()), (cb.view(), bi.clone())],
+            &oi,
+            &sizes,
+        );
+        assert_close(&got, &want, tol);
+    }
+
+    #[test]
+    fn random_small_configs() {
+        let mut rng = Rng(42);
+        let pool = [0, 1, 2, 3, 4, 2, 3, 1, 2, 3];
+        for _ in 0..300 {
+            check_random::<f64>(&mut rng, 6, &pool, 1e-12);
+            check_random::<Complex64>(&mut rng, 6, &pool, 1e-12);
+            check_random::<f32>(&mut rng, 6, &pool, 1e-5);
+        }
+    }
+
+    #[test]
+    fn random_configs_reaching_gemm() {
+        // Fewer, longer labels so that m·n·k usually exceeds SMALL_GEMM and
+        // the gemm crate sees transposed and reversed strides.
+        let mut rng = Rng(5);
+        let pool = [5, 6, 7, 8];
+        for _ in 0..60 {
+            check_random::<f64>(&mut rng, 4, &pool, 1e-12);
+            check_random::<Complex64>(&mut rng, 4, &pool, 1e-12);
+            check_random::<f32>(&mut rng, 4, &pool, 1e-5);
+        }
+    }
+
+    #[test]
+    fn zero_strided_operand() {
+        // a[i, j] = v[j] as a broadcast view (row stride 0) into gemm.
+        let v = ArrayD::from_shape_fn(IxDyn(&[16]), |ix| ix[0] as f64 - 3.0);
+        let a = v.broadcast(IxDyn(&[20, 16])).unwrap();
+        let b = Array2::from_shape_fn((16, 12), |(j, k)| (j * 12 + k) as f64 * 0.5).into_dyn();
+        let got = contract_pair(a.view(), &[0, 1], b.view(), &[1, 2], &[2, 0]);
+        let a2 = a.to_owned().into_dimensionality::<Ix2>().unwrap();
+        let want = a2
+            .dot(&b.into_dimensionality::<Ix2>().unwrap())
+            .reversed_axes();
+        assert_eq!(got, want.as_standard_layout().into_owned().into_dyn());
+    }
+
+    #[test]
+    fn large_matmul_uses_parallel_gemm() {
+        let mut rng = Rng(9);
+        let a = Array2::from_shape_simple_fn((130, 120), || rng.unit());
+        let b = Array2::from_shape_simple_fn((120, 140), || rng.unit());
+        let got = contract_pair(
+            a.view().into_dyn(),
+            &[0, 1],
+            b.t().into_dyn(),
+            &[2, 1],
+            &[0, 2],
+        );
+        let want = a.dot(&b);
+        let err = (&got.into_dimensionality::<Ix2>().unwrap() - &want).mapv(f64::abs);
+        assert!(err.iter().all(|&e| e < 1e-10));
+    }
+
+    #[test]
+    fn many_small_batches_in_parallel() {
+        let mut rng = Rng(13);
+        // bij,bjk->kbi with 600 batches of 8×8×8.
+        let a = Array3::from_shape_simple_fn((600, 8, 8), || rng.unit());
+        let b = Array3::from_shape_simple_fn((600, 8, 8), || rng.unit());
+        let got = contract_pair(
+            a.view().into_dyn(),
+            &[0, 1, 2],
+            b.view().into_dyn(),
+            &[0, 2, 3],
+            &[3, 0, 1],
+        );
+        assert_eq!(got.shape(), &[8, 600, 8]);
+        for bt in [0, 17, 599] {
+            let want = a.index_axis(Axis(0), bt).dot(&b.index_axis(Axis(0), bt));
+            for i in 0..8 {
+                for k in 0..8 {
+                    assert!((got[[k, bt, i]] - want[[i, k]]).abs() < 1e-12);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn edge_shapes() {
+        let s = |x: f64| ArrayD::from_elem(IxDyn(&[]), x);
+        // Scalar times scalar.
+        assert_eq!(
+            contract_pair(s(2.0).view(), &[], s(3.0).view(), &[], &[])[IxDyn(&[])],
+            6.0
+        );
+        // Outer product (k empty) and pure Hadamard.
+        let v = ArrayD::from_shape_vec(IxDyn(&[3]), vec![1.0, 2.0, 3.0]).unwrap();
+        let outer = contract_pair(v.view(), &[0], v.view(), &[1], &[1, 0]);
+        assert_eq!(outer[[2, 1]], 6.0);
+        let had = contract_pair(v.view(), &[0], v.view(), &[0], &[0]);
+        assert_eq!(had.as_slice().unwrap(), &[1.0, 4.0, 9.0]);
+        // Dot product, and a contraction over an empty axis.
+        assert_eq!(
+            contract_pair(v.view(), &[0], v.view(), &[0], &[])[IxDyn(&[])],
+            14.0
+        );
+        let e = ArrayD::<f64>::zeros(IxDyn(&[2, 0]));
+        let f = ArrayD::<f64>::zeros(IxDyn(&[0, 4]));
+        assert_eq!(
+            contract_pair(e.view(), &[0, 1], f.view(), &[1, 2], &[0, 2]),
+            ArrayD::zeros(IxDyn(&[2, 4]))
+        );
+        // Empty output.
+        assert_eq!(
+            contract_pair(e.view(), &[0, 1], v.view(), &[2], &[2, 1]).shape(),
+            &[3, 0]
+        );
+    }
+}

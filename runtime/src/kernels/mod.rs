@@ -1,0 +1,111 @@
+//! Numeric kernels of the CPU executor.
+//!
+//! Arrays are labelled: an `ndarray::ArrayViewD<T>` plus one `u32` label per
+//! axis. Every kernel accepts arbitrary strided views (transposed, sliced with
+//! steps, reversed, broadcast) and returns an owned array in standard (C)
+//! layout whose axes follow the requested output labels.
+//!
+//! * [`scalar`]: the [`Scalar`] element trait (`f32`, `f64`, `c64`, `c128`).
+//! * [`contract`]: pairwise contraction through batched GEMM.
+//! * [`unary`]: one-operand einsum (permutation, diagonal, trace, partial sums).
+//! * [`elementwise`]: the `.ein` language's maps and reductions.
+
+pub mod contract;
+pub mod elementwise;
+pub mod scalar;
+pub mod unary;
+
+pub use contract::contract_pair;
+pub use elementwise::{map_binary, map_unary, reduce, MapOp, ReduceOp};
+pub use scalar::{GemmCall, Scalar};
+pub use unary::{broadcast_to, scale, unary};
+
+/// Helpers shared by the unit tests of the kernel modules.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::Scalar;
+    use ndarray::{ArrayD, ArrayViewD, IxDyn, Slice};
+    use num_complex::Complex64;
+
+    /// SplitMix64: a tiny deterministic generator, so tests need no extra crate.
+    pub struct Rng(pub u64);
+
+    impl Rng {
+        pub fn next_u64(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        /// Uniform in `0..n` (`n > 0`).
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next_u64() % n as u64) as usize
+        }
+        /// Uniform in `[-1, 1)`.
+        pub fn unit(&mut self) -> f64 {
+            (self.next_u64() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+        }
+        pub fn scalar<T: Scalar>(&mut self) -> T {
+            T::from_c64(Complex64::new(self.unit(), self.unit()))
+        }
+    }
+
+    /// How a logical array is embedded in a bigger storage array: storage axis
+    /// `i` holds logical axis `perm[i]`, sampled with step `steps[i]`.
+    pub struct Embedding {
+        perm: Vec<usize>,
+        steps: Vec<isize>,
+    }
+
+    /// Random storage for a logical array of `shape`, with a random axis
+    /// permutation, steps of ±1/±2 and random contents, so that views taken
+    /// through [`embedded_view`] are generally non-contiguous.
+    pub fn random_storage<T: Scalar>(shape: &[usize], rng: &mut Rng) -> (ArrayD<T>, Embedding) {
+        let nd = shape.len();
+        let mut perm: Vec<usize> = (0..nd).collect();
+        for i in (1..nd).rev() {
+            perm.swap(i, rng.below(i + 1));
+        }
+        let steps: Vec<isize> = (0..nd).map(|_| [1, 2, -1, -2][rng.below(4)]).collect();
+        let st_shape: Vec<usize> = (0..nd)
+            .map(|i| shape[perm[i]] * steps[i].unsigned_abs())
+            .collect();
+        let storage = ArrayD::from_shape_simple_fn(IxDyn(&st_shape), || rng.scalar());
+        (storage, Embedding { perm, steps })
+    }
+
+    /// The logical view described by `emb` into `storage`.
+    pub fn embedded_view<'a, T>(storage: &'a ArrayD<T>, emb: &Embedding) -> ArrayViewD<'a, T> {
+        let v = storage.slice_each_axis(|ax| Slice::new(0, None, emb.steps[ax.axis.index()]));
+        let mut inv = vec![0; emb.perm.len()];
+        for (i, &p) in emb.perm.iter().enumerate() {
+            inv[p] = i;
+        }
+        v.permuted_axes(inv)
+    }
+
+    /// Converts any view to the oracle's element type.
+    pub fn to_c64<T: Scalar>(a: &ArrayViewD<T>) -> ArrayD<Complex64> {
+        a.mapv(|x| x.to_c64())
+    }
+
+    /// Max-norm closeness with a relative tolerance.
+    pub fn assert_close<T: Scalar>(got: &ArrayD<T>, want: &ArrayD<Complex64>, tol: f64) {
+        assert_eq!(got.shape(), want.shape(), "shape mismatch");
+        assert!(
+            got.is_standard_layout(),
+            "kernel output must be standard layout"
+        );
+        let scale = want.iter().fold(1.0f64, |m, z| m.max(z.norm()));
+        for (g, w) in got.iter().zip(want.iter()) {
+            let w = if T::IS_COMPLEX {
+                *w
+            } else {
+                Complex64::new(w.re, 0.0)
+            };
+            let err = (g.to_c64() - w).norm();
+            assert!(err <= tol * scale, "got {g:?}, want {w:?} (err {err})");
+        }
+    }
+}

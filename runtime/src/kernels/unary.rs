@@ -1,0 +1,334 @@
+//! One-operand einsum: permutations, diagonals, traces and partial sums, plus
+//! broadcasting and scaling.
+
+use super::Scalar;
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, RawArrayView, ShapeBuilder, Zip};
+
+/// One-operand einsum `a[a_idx] -> out[out_idx]`.
+///
+/// `a_idx` may repeat labels (a diagonal such as `ii->i` or `ijji->ij`);
+/// labels of `a` missing from `out_idx` are summed (traces, reductions).
+/// Returns an array in standard layout with axes in `out_idx` order.
+///
+/// # Panics
+/// On a broken caller contract: `a_idx.len() != a.ndim()`, a repeated label
+/// with unequal axis lengths, a repeated label in `out_idx`, or an output label
+/// that `a` does not have.
+pub fn unary<T: Scalar>(a: ArrayViewD<T>, a_idx: &[u32], out_idx: &[u32]) -> ArrayD<T> {
+    let (d, labels) = diagonal_view(a, a_idx);
+    reduce_labels(d, &labels, out_idx, T::zero(), |acc, x| *acc += x)
+}
+
+/// Broadcasts `a` (labels `a_idx`, distinct, all in `out_idx`) to the array
+/// with labels `out_idx` and shape `out_shape`. Axes of `a` may come in any
+/// order; an axis of length 1 may also be stretched (numpy broadcasting).
+///
+/// # Panics
+/// If a label of `a` is not in `out_idx`, or lengths are incompatible.
+pub fn broadcast_to<T: Scalar>(
+    a: ArrayViewD<T>,
+    a_idx: &[u32],
+    out_idx: &[u32],
+    out_shape: &[usize],
+) -> ArrayD<T> {
+    assert_eq!(
+        out_idx.len(),
+        out_shape.len(),
+        "one length per output label"
+    );
+    let v = align_to(a, a_idx, out_idx);
+    let b = v.broadcast(IxDyn(out_shape)).unwrap_or_else(|| {
+        panic!(
+            "cannot broadcast shape {:?} (labels {a_idx:?}) to {out_shape:?} (labels {out_idx:?})",
+            v.shape()
+        )
+    });
+    to_standard(b)
+}
+
+/// `s * a` as a new standard-layout array.
+pub fn scale<T: Scalar>(a: ArrayViewD<T>, s: T) -> ArrayD<T> {
+    let mut out = to_standard(a);
+    out.mapv_inplace(|x| x * s);
+    out
+}
+
+/// Copies a view into a fresh array in standard layout.
+pub(crate) fn to_standard<T: Scalar>(v: ArrayViewD<T>) -> ArrayD<T> {
+    // `as_standard_layout` borrows when `v` already is standard, so
+    // `into_owned` then copies it as-is; otherwise it copies in logical order.
+    v.as_standard_layout().into_owned()
+}
+
+/// Reorders the axes of `a` to follow `out_idx`, inserting length-1 axes for
+/// the labels `a` lacks, so that the result broadcasts against `out_idx`.
+pub(crate) fn align_to<'a, T>(
+    a: ArrayViewD<'a, T>,
+    a_idx: &[u32],
+    out_idx: &[u32],
+) -> ArrayViewD<'a, T> {
+    assert_eq!(a.ndim(), a_idx.len(), "one label per axis");
+    assert_distinct(a_idx, "operand labels");
+    let order: Vec<usize> = out_idx
+        .iter()
+        .filter_map(|l| a_idx.iter().position(|x| x == l))
+        .collect();
+    assert_eq!(
+        order.len(),
+        a_idx.len(),
+        "operand labels {a_idx:?} must all appear in {out_idx:?}"
+    );
+    let mut v = a.permuted_axes(order);
+    // Inserting in increasing position keeps earlier positions valid.
+    for (i, l) in out_idx.iter().enumerate() {
+        if !a_idx.contains(l) {
+            v = v.insert_axis(Axis(i));
+        }
+    }
+    v
+}
+
+pub(crate) fn assert_distinct(labels: &[u32], what: &str) {
+    for (i, l) in labels.iter().enumerate() {
+        assert!(
+            !labels[..i].contains(l),
+            "{what} {labels:?} repeat label {l}"
+        );
+    }
+}
+
+/// Collapses repeated labels of `a` into one axis each (a generalised
+/// diagonal), without copying. Returns the view and its distinct labels, in
+/// order of first appearance.
+///
+/// # Panics
+/// If `a_idx.len() != a.ndim()` or a repeated label has unequal lengths.
+pub(crate) fn diagonal_view<'a, T>(
+    a: ArrayViewD<'a, T>,
+    a_idx: &[u32],
+) -> (ArrayViewD<'a, T>, Vec<u32>) {
+    assert_eq!(a.ndim(), a_idx.len(), "one label per axis");
+    let mut labels: Vec<u32> = Vec::with_capacity(a_idx.len());
+    let mut lens: Vec<usize> = Vec::with_capacity(a_idx.len());
+    let mut strides: Vec<isize> = Vec::with_capacity(a_idx.len());
+    for (ax, &l) in a_idx.iter().enumerate() {
+        let (len, st) = (a.len_of(Axis(ax)), a.strides()[ax]);
+        match labels.iter().position(|&x| x == l) {
+            Some(p) => {
+                assert_eq!(lens[p], len, "repeated label {l} has unequal axis lengths");
+                // Stepping the diagonal moves along every axis carrying `l` at once.
+                strides[p] += st;
+            }
+            None => {
+                labels.push(l);
+                lens.push(len);
+                strides.push(st);
+            }
+        }
+    }
+    if labels.len() == a_idx.len() {
+        return (a, labels);
+    }
+    if lens.contains(&0) {
+        // No element is addressed, so a safe empty view of that shape will do.
+        let empty =
+            ArrayViewD::from_shape(IxDyn(&lens), &[]).expect("an empty shape fits an empty slice");
+        return (empty, labels);
+    }
+    // `from_shape_ptr` wants non-negative strides: start from the lowest
+    // address along each negative axis, and flip those axes back afterwards.
+    let mut base = a.as_ptr();
+    let mut flipped = Vec::new();
+    for (i, st) in strides.iter_mut().enumerate() {
+        if *st < 0 {
+            base = base.wrapping_offset((lens[i] - 1) as isize * *st);
+            *st = -*st;
+            flipped.push(i);
+        }
+    }
+    let ustrides: Vec<usize> = strides.iter().map(|&s| s as usize).collect();
+    // SAFETY: the diagonal element with distinct-label indices (i_1..i_r) is
+    // the element of `a` whose every axis takes the index of its label, at
+    // `a.as_ptr() + Σ_p i_p * strides_p` (with the original signed strides).
+    // The rebased pointer and flipped strides address exactly the same set of
+    // elements (all lengths are non-zero here), so every pointer the view can
+    // form lies inside `a`'s data, which is shared-borrowed for `'a` and not
+    // mutably aliased since `a` is a shared view. Offsets stay within one
+    // allocation, so they cannot overflow `isize`.
+    let mut v = unsafe { ArrayViewD::from_shape_ptr(IxDyn(&lens).strides(IxDyn(&ustrides)), base) };
+    for i in flipped {
+        v.invert_axis(Axis(i));
+    }
+    (v, labels)
+}
+
+/// Folds every axis of `d` (distinct `labels`) whose label is not in
+/// `out_idx` into an output of `out_idx` order, starting from `init` and
+/// combining with `f(acc, x)`. Standard-layout result; where the reduced set is
+/// empty the result keeps `init`.
+pub(crate) fn reduce_labels<T: Scalar, F: Fn(&mut T, T)>(
+    d: ArrayViewD<T>,
+    labels: &[u32],
+    out_idx: &[u32],
+    init: T,
+    f: F,
+) -> ArrayD<T> {
+    assert_eq!(d.ndim(), labels.len(), "one label per axis");
+    assert_distinct(out_idx, "output labels");
+    let pos: Vec<usize> = out_idx
+        .iter()
+        .map(|l| {
+            labels.iter().position(|x| x == l).unwrap_or_else(|| {
+                panic!("output label {l} is not among operand labels {labels:?}")
+            })
+        })
+        .collect();
+    if pos.len() == labels.len() {
+        // Nothing to reduce: a pure permutation.
+        return to_standard(d.permuted_axes(pos));
+    }
+    let out_shape: Vec<usize> = pos.iter().map(|&p| d.len_of(Axis(p))).collect();
+    let mut out = ArrayD::from_elem(IxDyn(&out_shape), init);
+    if out.is_empty() || d.is_empty() {
+        return out;
+    }
+    // Stride in `out` of every axis of `d`; 0 for reduced axes, so that all
+    // their indices land on the same accumulator.
+    let mut acc_strides = vec![0usize; labels.len()];
+    for (o, &p) in pos.iter().enumerate() {
+        acc_strides[p] = out.strides()[o] as usize;
+    }
+    // Put the most contiguous axis of `d` last: Zip runs its inner loop there.
+    let mut order: Vec<usize> = (0..labels.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(d.strides()[i].unsigned_abs()));
+    let shape: Vec<usize> = order.iter().map(|&i| d.len_of(Axis(i))).collect();
+    let strides: Vec<usize> = order.iter().map(|&i| acc_strides[i]).collect();
+    let d = d.permuted_axes(order);
+    let ptr = out.as_mut_ptr();
+    // A read-only raw view is used because ndarray (rightly) refuses mutable
+    // views whose strides alias; the writes below go through `*mut` casts of
+    // `ptr`, which came from `as_mut_ptr` and so may be written through.
+    // SAFETY: `out` is standard layout with the non-negative strides copied
+    // above; each output axis of `d` has the same length as in `out` and
+    // reduced axes have stride 0, so every pointer the view forms is an element
+    // of `out`. `out` is not touched otherwise until the loop ends.
+    let acc = unsafe {
+        RawArrayView::from_shape_ptr(IxDyn(&shape).strides(IxDyn(&strides)), ptr as *const T)
+    };
+    Zip::from(acc).and(&d).for_each(|p, &x| {
+        // SAFETY: `p` points into `out` (see above); the loop is sequential and
+        // no other reference to that element exists while it is updated.
+        unsafe { f(&mut *(p as *mut T), x) }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::test_util::{assert_close, embedded_view, random_storage, to_c64, Rng};
+    use crate::reference::reference_einsum;
+    use ndarray::{array, s, Array2};
+    use num_complex::Complex64;
+    use std::collections::BTreeMap;
+
+    fn check_unary<T: Scalar>(rng: &mut Rng, tol: f64) {
+        let nlab = rng.below(4);
+        let sizes: BTreeMap<u32, usize> = (0..nlab as u32)
+            .map(|l| (l, [0, 1, 2, 3, 2, 3][rng.below(6)]))
+            .collect();
+        let ndim = if nlab == 0 { 0 } else { rng.below(6) };
+        let a_idx: Vec<u32> = (0..ndim).map(|_| rng.below(nlab) as u32).collect();
+        let mut present: Vec<u32> = sizes
+            .keys()
+            .copied()
+            .filter(|l| a_idx.contains(l))
+            .collect();
+        for i in (1..present.len()).rev() {
+            present.swap(i, rng.below(i + 1));
+        }
+        let out_idx: Vec<u32> = present.into_iter().filter(|_| rng.below(2) == 0).collect();
+        let shape: Vec<usize> = a_idx.iter().map(|l| sizes[l]).collect();
+        let (st, emb) = random_storage::<T>(&shape, rng);
+        let a = embedded_view(&st, &emb);
+        let got = unary(a.view(), &a_idx, &out_idx);
+        // The oracle sums over every label in `sizes`: keep only a's labels.
+        let sizes: BTreeMap<u32, usize> = sizes
+            .into_iter()
+            .filter(|(l, _)| a_idx.contains(l))
+            .collect();
+        let want = reference_einsum(&[(to_c64(&a).view(), a_idx.clone())], &out_idx, &sizes);
+        assert_close(&got, &want, tol);
+    }
+
+    #[test]
+    fn random_configs_f64_c64_f32() {
+        let mut rng = Rng(7);
+        for _ in 0..400 {
+            check_unary::<f64>(&mut rng, 1e-12);
+            check_unary::<Complex64>(&mut rng, 1e-12);
+            check_unary::<f32>(&mut rng, 1e-5);
+        }
+    }
+
+    #[test]
+    fn trace_diagonal_permutation() {
+        let m = array![[1.0, 2.0], [3.0, 4.0]].into_dyn();
+        assert_eq!(unary(m.view(), &[0, 0], &[])[IxDyn(&[])], 5.0);
+        assert_eq!(unary(m.view(), &[0, 0], &[0]), array![1.0, 4.0].into_dyn());
+        assert_eq!(
+            unary(m.view(), &[0, 1], &[1, 0]),
+            array![[1.0, 3.0], [2.0, 4.0]].into_dyn()
+        );
+        assert_eq!(unary(m.view(), &[0, 1], &[1]), array![4.0, 6.0].into_dyn());
+        assert_eq!(unary(m.view(), &[0, 1], &[0, 1]), m);
+    }
+
+    #[test]
+    fn diagonal_of_reversed_view() {
+        // ijji->ij on a view with a reversed axis (negative stride).
+        let base = ArrayD::from_shape_fn(IxDyn(&[3, 2, 2, 3]), |ix| {
+            (1000 * ix[0] + 100 * ix[1] + 10 * ix[2] + ix[3]) as f64
+        });
+        let x = base.slice(s![..;-1, .., ..;-1, ..]).into_dyn();
+        let got = unary(x.view(), &[0, 1, 1, 0], &[0, 1]);
+        let want = Array2::from_shape_fn((3, 2), |(i, j)| x[[i, j, j, i]]).into_dyn();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn diagonal_of_broadcast_view() {
+        // Row stride 0: the diagonal of v broadcast to a square is v itself.
+        let v = array![1.0, 2.0, 3.0].into_dyn();
+        let sq = v.broadcast(IxDyn(&[3, 3])).unwrap();
+        assert_eq!(unary(sq.view(), &[4, 4], &[4]), v);
+        assert_eq!(
+            unary(sq.view(), &[4, 5], &[5]),
+            array![3.0, 6.0, 9.0].into_dyn()
+        );
+    }
+
+    #[test]
+    fn empty_and_scalar() {
+        let e = ArrayD::<f64>::zeros(IxDyn(&[0, 0]));
+        assert_eq!(unary(e.view(), &[0, 0], &[])[IxDyn(&[])], 0.0);
+        assert_eq!(unary(e.view(), &[0, 0], &[0]).shape(), &[0]);
+        let z = ArrayD::<f64>::zeros(IxDyn(&[3, 0]));
+        assert_eq!(unary(z.view(), &[0, 1], &[0]), ArrayD::zeros(IxDyn(&[3])));
+        let s = ArrayD::from_elem(IxDyn(&[]), 2.5f64);
+        assert_eq!(unary(s.view(), &[], &[])[IxDyn(&[])], 2.5);
+    }
+
+    #[test]
+    fn broadcast_and_scale() {
+        let v = array![[1.0, 2.0, 3.0]].into_dyn(); // labels (1, 0): lengths 1 and 3
+        let b = broadcast_to(v.view(), &[1, 0], &[0, 2, 1], &[3, 2, 4]);
+        assert!(b.is_standard_layout());
+        assert_eq!(b.shape(), &[3, 2, 4]);
+        assert_eq!(b[[2, 1, 3]], 3.0);
+        let t = v.t();
+        let sc = scale(t.view(), 2.0);
+        assert!(sc.is_standard_layout());
+        assert_eq!(sc, array![[2.0], [4.0], [6.0]].into_dyn());
+    }
+}

@@ -1,0 +1,14 @@
+//! einc's executors: the naive reference oracle and the CPU executor of plans.
+//!
+//! - [`reference`]: naive einsum over complex128, the correctness oracle for kernels;
+//! - [`oracle`]: evaluates IR programs directly with the reference, the oracle for plans;
+//! - [`kernels`]: GEMM-backed pairwise contraction, unary einsum, elementwise ops;
+//! - [`exec`]: runs a `Plan` on [`TensorData`] arrays.
+pub mod exec;
+pub mod kernels;
+pub mod oracle;
+pub mod reference;
+pub mod value;
+
+pub use exec::{execute, input_ids, ExecError};
+pub use value::TensorData;

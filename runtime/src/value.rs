@@ -1,0 +1,103 @@
+//! Arrays of any of einc's dtypes behind one type.
+
+use einc_frontend::ein::ast::DType;
+use ndarray::ArrayD;
+use num_complex::{Complex32, Complex64};
+
+/// An owned n-dimensional array of one of the four dtypes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorData {
+    F32(ArrayD<f32>),
+    F64(ArrayD<f64>),
+    C64(ArrayD<Complex32>),
+    C128(ArrayD<Complex64>),
+}
+
+impl TensorData {
+    pub fn dtype(&self) -> DType {
+        match self {
+            TensorData::F32(_) => DType::F32,
+            TensorData::F64(_) => DType::F64,
+            TensorData::C64(_) => DType::C64,
+            TensorData::C128(_) => DType::C128,
+        }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            TensorData::F32(a) => a.shape(),
+            TensorData::F64(a) => a.shape(),
+            TensorData::C64(a) => a.shape(),
+            TensorData::C128(a) => a.shape(),
+        }
+    }
+
+    /// Convert to `to`. Complex to real keeps the real part (numpy does the same, with a
+    /// warning); the compiler never asks for that direction.
+    pub fn cast(&self, to: DType) -> TensorData {
+        if self.dtype() == to {
+            return self.clone();
+        }
+        match to {
+            DType::F32 => TensorData::F32(self.as_c128().mapv(|z| z.re as f32)),
+            DType::F64 => TensorData::F64(match self {
+                TensorData::F32(a) => a.mapv(f64::from),
+                _ => self.as_c128().mapv(|z| z.re),
+            }),
+            DType::C64 => TensorData::C64(
+                self.as_c128()
+                    .mapv(|z| Complex32::new(z.re as f32, z.im as f32)),
+            ),
+            DType::C128 => TensorData::C128(self.as_c128()),
+        }
+    }
+
+    /// Exact widening to complex128 (for the oracle and for comparisons).
+    pub fn as_c128(&self) -> ArrayD<Complex64> {
+        match self {
+            TensorData::F32(a) => a.mapv(|x| Complex64::new(f64::from(x), 0.0)),
+            TensorData::F64(a) => a.mapv(|x| Complex64::new(x, 0.0)),
+            TensorData::C64(a) => a.mapv(|z| Complex64::new(f64::from(z.re), f64::from(z.im))),
+            TensorData::C128(a) => a.clone(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shape().iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True if any element is NaN or infinite.
+    pub fn has_non_finite(&self) -> bool {
+        match self {
+            TensorData::F32(a) => a.iter().any(|x| !x.is_finite()),
+            TensorData::F64(a) => a.iter().any(|x| !x.is_finite()),
+            TensorData::C64(a) => a.iter().any(|z| !z.re.is_finite() || !z.im.is_finite()),
+            TensorData::C128(a) => a.iter().any(|z| !z.re.is_finite() || !z.im.is_finite()),
+        }
+    }
+}
+
+impl From<ArrayD<f32>> for TensorData {
+    fn from(a: ArrayD<f32>) -> Self {
+        TensorData::F32(a)
+    }
+}
+impl From<ArrayD<f64>> for TensorData {
+    fn from(a: ArrayD<f64>) -> Self {
+        TensorData::F64(a)
+    }
+}
+impl From<ArrayD<Complex32>> for TensorData {
+    fn from(a: ArrayD<Complex32>) -> Self {
+        TensorData::C64(a)
+    }
+}
+impl From<ArrayD<Complex64>> for TensorData {
+    fn from(a: ArrayD<Complex64>) -> Self {
+        TensorData::C128(a)
+    }
+}

@@ -1,0 +1,209 @@
+//! The library API: one-shot [`einsum`], compile-once [`compile`] / [`Expression`], and
+//! `.ein` programs through [`Program`].
+
+use crate::{Element, Error};
+use einc_compiler::dump;
+use einc_compiler::pipeline::{self, CompileConfig, Compiled};
+use einc_frontend::ein::ast::DType;
+use einc_frontend::ein::Checked;
+use einc_runtime::{execute, TensorData};
+use ndarray::{ArrayD, ArrayViewD};
+use std::collections::BTreeMap;
+
+/// Evaluate a numpy-style einsum on arrays of one element type.
+pub fn einsum<T: Element>(
+    equation: &str,
+    operands: &[ArrayViewD<'_, T>],
+) -> Result<ArrayD<T>, Error> {
+    let shapes: Vec<Vec<usize>> = operands.iter().map(|a| a.shape().to_vec()).collect();
+    let expr = compile(equation, &shapes, &vec![T::DTYPE; operands.len()])?;
+    expr.run(operands)
+}
+
+/// Evaluate an einsum on arrays of possibly different dtypes; the result has numpy's
+/// result type (f32 stays f32, real with complex becomes complex).
+pub fn einsum_dyn(equation: &str, operands: Vec<TensorData>) -> Result<TensorData, Error> {
+    let shapes: Vec<Vec<usize>> = operands.iter().map(|a| a.shape().to_vec()).collect();
+    let dtypes: Vec<DType> = operands.iter().map(|a| a.dtype()).collect();
+    let expr = compile(equation, &shapes, &dtypes)?;
+    expr.run_dyn(operands)
+}
+
+/// Compile an einsum for fixed operand shapes and dtypes.
+pub fn compile(
+    equation: &str,
+    shapes: &[Vec<usize>],
+    dtypes: &[DType],
+) -> Result<Expression, Error> {
+    compile_with(equation, shapes, dtypes, &CompileConfig::default())
+}
+
+/// [`compile`] with explicit compiler settings (optimizer, limits).
+pub fn compile_with(
+    equation: &str,
+    shapes: &[Vec<usize>],
+    dtypes: &[DType],
+    cfg: &CompileConfig,
+) -> Result<Expression, Error> {
+    let compiled = pipeline::compile_einsum(equation, shapes, dtypes, cfg)
+        .map_err(|e| Error::from_compile(e, "equation", equation))?;
+    Ok(Expression {
+        compiled,
+        shapes: shapes.to_vec(),
+    })
+}
+
+/// A compiled einsum: planned once, run many times.
+#[derive(Clone, Debug)]
+pub struct Expression {
+    compiled: Compiled,
+    shapes: Vec<Vec<usize>>,
+}
+
+impl Expression {
+    pub fn run<T: Element>(&self, operands: &[ArrayViewD<'_, T>]) -> Result<ArrayD<T>, Error> {
+        let inputs: Vec<TensorData> = operands.iter().map(|a| T::wrap(a.to_owned())).collect();
+        let out = self.run_dyn(inputs)?;
+        let dt = out.dtype();
+        T::unwrap(out.cast(T::DTYPE)).ok_or_else(|| {
+            Error::Internal(format!(
+                "result dtype {} is not {}",
+                dt.name(),
+                T::DTYPE.name()
+            ))
+        })
+    }
+
+    pub fn run_dyn(&self, operands: Vec<TensorData>) -> Result<TensorData, Error> {
+        check_shapes(&self.shapes, &operands)?;
+        let mut outs = execute(&self.compiled.plan, operands).map_err(|e| Error::Runtime(e.0))?;
+        outs.pop()
+            .ok_or_else(|| Error::Internal("einsum plan produced no output".into()))
+    }
+
+    pub fn compiled(&self) -> &Compiled {
+        &self.compiled
+    }
+
+    /// The plan as stable text.
+    pub fn plan_text(&self) -> String {
+        dump::dump_plan(&self.compiled.plan)
+    }
+}
+
+fn check_shapes(want: &[Vec<usize>], got: &[TensorData]) -> Result<(), Error> {
+    if want.len() != got.len() {
+        return Err(Error::Runtime(format!(
+            "the expression was compiled for {} operands, {} given",
+            want.len(),
+            got.len()
+        )));
+    }
+    for (k, (w, g)) in want.iter().zip(got).enumerate() {
+        if w.as_slice() != g.shape() {
+            return Err(Error::Runtime(format!(
+                "operand {k} has shape {} but the expression was compiled for {}",
+                einc_frontend::einsum::fmt_shape(g.shape()),
+                einc_frontend::einsum::fmt_shape(w)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A parsed and checked `.ein` program.
+#[derive(Clone, Debug)]
+pub struct Program {
+    name: String,
+    source: String,
+    ast: einc_frontend::ein::ast::Program,
+    checked: Checked,
+}
+
+impl Program {
+    /// Parse and check `source`; `name` labels diagnostics (usually the file path).
+    pub fn parse(name: &str, source: &str) -> Result<Program, Error> {
+        let (ast, checked) =
+            pipeline::check_ein(source).map_err(|d| Error::user(d, name, source))?;
+        Ok(Program {
+            name: name.to_string(),
+            source: source.to_string(),
+            ast,
+            checked,
+        })
+    }
+
+    pub fn ast(&self) -> &einc_frontend::ein::ast::Program {
+        &self.ast
+    }
+
+    pub fn checked(&self) -> &Checked {
+        &self.checked
+    }
+
+    /// Names of the inputs, in declaration order.
+    pub fn input_names(&self) -> Vec<String> {
+        self.checked
+            .tensors
+            .iter()
+            .filter(|t| t.kind == einc_frontend::ein::check::TensorKind::Input)
+            .map(|t| t.name.clone())
+            .collect()
+    }
+
+    /// Compile with sizes for dims declared without one.
+    pub fn compile(
+        &self,
+        bindings: &BTreeMap<String, u64>,
+        cfg: &CompileConfig,
+    ) -> Result<Compiled, Error> {
+        pipeline::compile_ein(&self.checked, bindings, cfg)
+            .map_err(|e| Error::from_compile(e, &self.name, &self.source))
+    }
+
+    /// Bind unsized dims from the inputs' shapes, compile and run. Returns the outputs by
+    /// name, in the program's output order.
+    pub fn run(
+        &self,
+        inputs: BTreeMap<String, TensorData>,
+        bindings: BTreeMap<String, u64>,
+        cfg: &CompileConfig,
+    ) -> Result<Vec<(String, TensorData)>, Error> {
+        let names = self.input_names();
+        if let Some(extra) = inputs.keys().find(|k| !names.contains(k)) {
+            return Err(Error::Runtime(format!(
+                "'{extra}' is not an input of this program (inputs: {})",
+                names.join(", ")
+            )));
+        }
+        if let Some(missing) = names.iter().find(|n| !inputs.contains_key(*n)) {
+            return Err(Error::Runtime(format!("missing input '{missing}'")));
+        }
+        let shapes: BTreeMap<String, Vec<usize>> = inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.shape().to_vec()))
+            .collect();
+        let bindings = einc_compiler::lower::bind_dims(&self.checked, &shapes, bindings)
+            .map_err(|d| Error::user(d, &self.name, &self.source))?;
+        let compiled = self.compile(&bindings, cfg)?;
+        let plan = &compiled.plan;
+        let mut inputs = inputs;
+        let ordered: Vec<TensorData> = plan
+            .program
+            .inputs()
+            .map(|(_, t)| {
+                inputs
+                    .remove(&t.name)
+                    .ok_or_else(|| Error::Runtime(format!("missing input '{}'", t.name)))
+            })
+            .collect::<Result<_, _>>()?;
+        let outs = execute(plan, ordered).map_err(|e| Error::Runtime(e.0))?;
+        Ok(plan
+            .program
+            .outputs
+            .iter()
+            .map(|&o| plan.program.tensors[o].name.clone())
+            .zip(outs)
+            .collect())
+    }
+}

@@ -1,0 +1,389 @@
+//! The `einc` command line: `compile`, `run`, `path`.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use einc::{Error, Optimizer, TensorData};
+use einc_compiler::dump;
+use einc_compiler::order::{self, Limits};
+use einc_compiler::pipeline::CompileConfig;
+use einc_compiler::plan::PlanConfig;
+use einc_frontend::einsum;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+mod npy;
+
+#[derive(Parser)]
+#[command(
+    name = "einc",
+    version,
+    about = "einsum / tensor-network contraction compiler"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Emit {
+    Ast,
+    Ir,
+    OptIr,
+    Plan,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OptArg {
+    Greedy,
+    Optimal,
+    Auto,
+}
+
+impl OptArg {
+    fn get(self) -> Optimizer {
+        match self {
+            OptArg::Greedy => Optimizer::Greedy,
+            OptArg::Optimal => Optimizer::Optimal,
+            OptArg::Auto => Optimizer::Auto,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compile a .ein program and print a dump of one stage.
+    Compile {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "plan")]
+        emit: Emit,
+        /// Write the dump here instead of standard output.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// Size for a dim declared without one: `--dim n=64` (repeatable).
+        #[arg(long = "dim", value_name = "NAME=SIZE")]
+        dims: Vec<String>,
+        #[arg(long, value_enum, default_value = "auto")]
+        optimizer: OptArg,
+    },
+    /// Run a .ein program, or a bare einsum with -e, on .npy files.
+    Run {
+        /// The .ein program (omit with -e).
+        file: Option<PathBuf>,
+        /// A numpy einsum equation; the positional arguments are then the operand files.
+        #[arg(short = 'e', long = "equation")]
+        equation: Option<String>,
+        /// Operand .npy files for -e.
+        #[arg(trailing_var_arg = false)]
+        operands: Vec<PathBuf>,
+        /// `NAME=PATH.npy` for each input of the program.
+        #[arg(long = "input", value_name = "NAME=PATH")]
+        inputs: Vec<String>,
+        /// `NAME=PATH.npy` for outputs of the program; with -e, use -o.
+        #[arg(long = "output", value_name = "NAME=PATH")]
+        outputs: Vec<String>,
+        /// Result file for -e.
+        #[arg(short = 'o')]
+        out: Option<PathBuf>,
+        #[arg(long = "dim", value_name = "NAME=SIZE")]
+        dims: Vec<String>,
+        #[arg(long, value_enum, default_value = "auto")]
+        optimizer: OptArg,
+    },
+    /// Find a contraction order for an einsum equation.
+    Path {
+        equation: String,
+        /// Operand shapes: `2x3,3x4` (an empty entry is a scalar).
+        #[arg(long)]
+        shapes: String,
+        #[arg(long, value_enum, default_value = "auto")]
+        optimizer: OptArg,
+        /// Largest intermediate allowed, in elements.
+        #[arg(long)]
+        memory_limit: Option<f64>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = write!(std::io::stderr(), "{}", e.render());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<(), Error> {
+    match cmd {
+        Cmd::Compile {
+            file,
+            emit,
+            output,
+            dims,
+            optimizer,
+        } => {
+            let text = compile_cmd(&file, emit, &dims, optimizer.get())?;
+            write_text(output.as_deref(), &text)
+        }
+        Cmd::Run {
+            file,
+            equation,
+            operands,
+            inputs,
+            outputs,
+            out,
+            dims,
+            optimizer,
+        } => match (equation, file) {
+            (Some(eq), file) => {
+                // With -e every positional argument is an operand file.
+                let mut ops: Vec<PathBuf> = file.into_iter().collect();
+                ops.extend(operands);
+                run_equation(&eq, &ops, out.as_deref(), optimizer.get())
+            }
+            (None, Some(file)) => run_program(&file, &inputs, &outputs, &dims, optimizer.get()),
+            (None, None) => Err(Error::Runtime(
+                "give a .ein file or an equation with -e".into(),
+            )),
+        },
+        Cmd::Path {
+            equation,
+            shapes,
+            optimizer,
+            memory_limit,
+            json,
+        } => path_cmd(&equation, &shapes, optimizer.get(), memory_limit, json),
+    }
+}
+
+fn read_source(file: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(file)
+        .map_err(|e| Error::Runtime(format!("cannot read {}: {e}", file.display())))
+}
+
+fn write_text(path: Option<&Path>, text: &str) -> Result<(), Error> {
+    match path {
+        Some(p) => std::fs::write(p, text)
+            .map_err(|e| Error::Runtime(format!("cannot write {}: {e}", p.display()))),
+        None => {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            Ok(())
+        }
+    }
+}
+
+fn parse_dims(dims: &[String]) -> Result<BTreeMap<String, u64>, Error> {
+    let mut out = BTreeMap::new();
+    for d in dims {
+        let (name, size) = d
+            .split_once('=')
+            .ok_or_else(|| Error::Runtime(format!("--dim '{d}': expected NAME=SIZE")))?;
+        let size: u64 = size.trim().parse().map_err(|_| {
+            Error::Runtime(format!(
+                "--dim '{d}': '{size}' is not a non-negative integer"
+            ))
+        })?;
+        out.insert(name.trim().to_string(), size);
+    }
+    Ok(out)
+}
+
+fn config(optimizer: Optimizer) -> CompileConfig {
+    CompileConfig {
+        plan: PlanConfig {
+            optimizer,
+            limits: Limits::default(),
+        },
+        ..CompileConfig::default()
+    }
+}
+
+fn compile_cmd(
+    file: &Path,
+    emit: Emit,
+    dims: &[String],
+    optimizer: Optimizer,
+) -> Result<String, Error> {
+    let source = read_source(file)?;
+    let name = file.display().to_string();
+    let program = einc::Program::parse(&name, &source)?;
+    if let Emit::Ast = emit {
+        return Ok(format!("{:#?}\n", program.ast()));
+    }
+    let compiled = program.compile(&parse_dims(dims)?, &config(optimizer))?;
+    Ok(match emit {
+        Emit::Ast => unreachable!("handled above"),
+        Emit::Ir => dump::dump_program(&compiled.ir),
+        Emit::OptIr => {
+            let mut s = dump::dump_program(&compiled.opt_ir);
+            if let Some(r) = &compiled.report {
+                s.push_str(&dump::dump_report(r));
+            }
+            s
+        }
+        Emit::Plan => dump::dump_plan(&compiled.plan),
+    })
+}
+
+fn run_equation(
+    eq: &str,
+    ops: &[PathBuf],
+    out: Option<&Path>,
+    optimizer: Optimizer,
+) -> Result<(), Error> {
+    let arrays: Vec<TensorData> = ops.iter().map(|p| npy::read(p)).collect::<Result<_, _>>()?;
+    let shapes: Vec<Vec<usize>> = arrays.iter().map(|a| a.shape().to_vec()).collect();
+    let dtypes: Vec<einc::DType> = arrays.iter().map(|a| a.dtype()).collect();
+    let expr = einc::compile_with_config(eq, &shapes, &dtypes, &config(optimizer))?;
+    let result = expr.run_dyn(arrays)?;
+    match out {
+        Some(p) => npy::write(p, &result),
+        None => {
+            println!("{}", npy::format(&result));
+            Ok(())
+        }
+    }
+}
+
+fn run_program(
+    file: &Path,
+    inputs: &[String],
+    outputs: &[String],
+    dims: &[String],
+    optimizer: Optimizer,
+) -> Result<(), Error> {
+    let source = read_source(file)?;
+    let program = einc::Program::parse(&file.display().to_string(), &source)?;
+    let mut arrays = BTreeMap::new();
+    for spec in inputs {
+        let (name, path) = spec
+            .split_once('=')
+            .ok_or_else(|| Error::Runtime(format!("--input '{spec}': expected NAME=PATH.npy")))?;
+        arrays.insert(name.to_string(), npy::read(Path::new(path))?);
+    }
+    let results = program.run(arrays, parse_dims(dims)?, &config(optimizer))?;
+    let mut wanted: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for spec in outputs {
+        let (name, path) = spec
+            .split_once('=')
+            .ok_or_else(|| Error::Runtime(format!("--output '{spec}': expected NAME=PATH.npy")))?;
+        if !results.iter().any(|(n, _)| n == name) {
+            let names: Vec<&str> = results.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(Error::Runtime(format!(
+                "--output '{name}': not an output of the program (outputs: {})",
+                names.join(", ")
+            )));
+        }
+        wanted.insert(name.to_string(), PathBuf::from(path));
+    }
+    for (name, data) in &results {
+        match wanted.get(name) {
+            Some(p) => npy::write(p, data)?,
+            None if outputs.is_empty() => println!("{name} = {}", npy::format(data)),
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+fn path_cmd(
+    eq: &str,
+    shapes: &str,
+    optimizer: Optimizer,
+    memory_limit: Option<f64>,
+    json: bool,
+) -> Result<(), Error> {
+    let shapes = parse_shapes(shapes)?;
+    let parsed = einsum::parse(eq).map_err(|d| Error::User {
+        diagnostic: d,
+        source: eq.to_string(),
+        name: "equation".into(),
+    })?;
+    let r = einsum::resolve(&parsed, &shapes).map_err(|d| Error::User {
+        diagnostic: d,
+        source: eq.to_string(),
+        name: "equation".into(),
+    })?;
+    // Each operand's distinct labels, as opt_einsum's contract_path sees them, so that
+    // flops follow its opt_cost convention (indices private to one operand are summed in
+    // that operand's first contraction).
+    let inputs: Vec<Vec<u32>> = r
+        .operands
+        .iter()
+        .map(|ops| {
+            let mut v: Vec<u32> = Vec::new();
+            for &i in ops {
+                if !v.contains(&(i as u32)) {
+                    v.push(i as u32);
+                }
+            }
+            v
+        })
+        .collect();
+    let output: Vec<u32> = r.output.iter().map(|&i| i as u32).collect();
+    let sizes: Vec<u64> = r.indices.iter().map(|i| i.size as u64).collect();
+    let limits = Limits {
+        memory_limit,
+        ..Limits::default()
+    };
+    let t0 = std::time::Instant::now();
+    let info = order::search(&inputs, &output, &sizes, optimizer, &limits)
+        .map_err(|e| Error::Runtime(e.to_string()))?;
+    let secs = t0.elapsed().as_secs_f64();
+    if json {
+        let path: Vec<serde_json::Value> = info
+            .path
+            .pairs
+            .iter()
+            .map(|&(a, b)| serde_json::json!([a, b]))
+            .collect();
+        let obj = serde_json::json!({
+            "equation": eq,
+            "optimizer": info.optimizer.name(),
+            "path": path,
+            "flops": info.flops,
+            "largest_intermediate": info.largest_intermediate,
+            "search_seconds": secs,
+        });
+        println!("{obj}");
+    } else {
+        println!("equation: {eq}");
+        println!("optimizer: {}", info.optimizer.name());
+        let pairs: Vec<String> = info
+            .path
+            .pairs
+            .iter()
+            .map(|(a, b)| format!("({a}, {b})"))
+            .collect();
+        println!("path: [{}]", pairs.join(", "));
+        println!("flops: {}", dump::fmt_num(info.flops));
+        println!(
+            "largest intermediate: {}",
+            dump::fmt_num(info.largest_intermediate)
+        );
+        println!("search seconds: {secs:.6}");
+    }
+    Ok(())
+}
+
+fn parse_shapes(s: &str) -> Result<Vec<Vec<usize>>, Error> {
+    s.split(',')
+        .map(|t| {
+            let t = t.trim();
+            if t.is_empty() {
+                return Ok(Vec::new());
+            }
+            t.split(['x', 'X', '×'])
+                .map(|d| {
+                    d.trim().parse::<usize>().map_err(|_| {
+                        Error::Runtime(format!("--shapes: '{d}' in '{t}' is not a dimension size"))
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}

@@ -1,0 +1,194 @@
+//! The `einc` command line: exit codes, dumps, `path --json`, `.ein` runs with `.npy` files,
+//! and errors that are rendered, never panics.
+
+use ndarray::{array, ArrayD};
+use ndarray_npy::{ReadNpyExt, WriteNpyExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn einc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_einc"))
+        .args(args)
+        .output()
+        .expect("run einc")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("einc-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("tmp");
+    d
+}
+
+fn no_panic(o: &Output) {
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !e.contains("panicked") && !e.contains("RUST_BACKTRACE"),
+        "panic: {e}"
+    );
+}
+
+fn data(p: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(p)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn path_json_has_the_documented_keys() {
+    let o = einc(&["path", "ij,jk,kl->il", "--shapes", "2x3,3x4,4x5", "--json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    for k in [
+        "equation",
+        "optimizer",
+        "path",
+        "flops",
+        "largest_intermediate",
+        "search_seconds",
+    ] {
+        assert!(v.get(k).is_some(), "missing {k}: {v}");
+    }
+    assert_eq!(v["path"].as_array().map(|a| a.len()), Some(2));
+    // opt_einsum: (ij,jk) costs 2*3*4*2 = 48, then (ik,kl) 2*4*5*2 = 80 → 128 optimal.
+    assert_eq!(v["flops"].as_f64(), Some(128.0));
+    assert_eq!(v["largest_intermediate"].as_f64(), Some(10.0));
+}
+
+#[test]
+fn path_rejects_bad_input_with_exit_1() {
+    for args in [
+        vec!["path", "ij,jk->ikl", "--shapes", "2x3,3x4"],
+        vec!["path", "ij,jk->ik", "--shapes", "2x3,4x4"],
+        vec!["path", "ij,jk->ik", "--shapes", "2x3,zz"],
+        vec!["path", "ij,jk->ik", "--shapes", "2x3"],
+    ] {
+        let o = einc(&args);
+        no_panic(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(!o.stderr.is_empty());
+    }
+    let o = einc(&["path", "ij,jk->ikl", "--shapes", "2x3,3x4"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("output index 'l' does not appear in any input") && e.contains('^'),
+        "{e}"
+    );
+}
+
+#[test]
+fn run_equation_writes_npy_with_numpy_result_type() {
+    let d = tmp("run-e");
+    let a: ArrayD<f32> = array![[1.0f32, 2.0], [3.0, 4.0]].into_dyn();
+    let b: ArrayD<f32> = array![[5.0f32, 6.0], [7.0, 8.0]].into_dyn();
+    a.write_npy(std::fs::File::create(d.join("a.npy")).expect("a"))
+        .expect("write");
+    b.write_npy(std::fs::File::create(d.join("b.npy")).expect("b"))
+        .expect("write");
+    let out = d.join("c.npy");
+    let o = einc(&[
+        "run",
+        "-e",
+        "ij,jk->ik",
+        &d.join("a.npy").display().to_string(),
+        &d.join("b.npy").display().to_string(),
+        "-o",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let c = ArrayD::<f32>::read_npy(std::fs::File::open(&out).expect("c")).expect("f32 output");
+    assert_eq!(c, array![[19.0f32, 22.0], [43.0, 50.0]].into_dyn());
+}
+
+#[test]
+fn run_reports_missing_files_and_bad_shapes() {
+    let o = einc(&[
+        "run",
+        "-e",
+        "ij,jk->ik",
+        "/nonexistent/a.npy",
+        "/nonexistent/b.npy",
+    ]);
+    no_panic(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/a.npy"));
+    let o = einc(&["compile", "/nonexistent/x.ein"]);
+    no_panic(&o);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn run_program_with_named_inputs_and_outputs() {
+    let d = tmp("run-ein");
+    let src = d.join("mm.ein");
+    std::fs::write(&src, "dim i = 2, j = 2, k\ninput A[i, j]: f64\ninput B[j, k]: f64\nC[i, k] = A[i, j] * B[j, k]\noutput C\n").expect("src");
+    let a: ArrayD<f64> = array![[1.0, 2.0], [3.0, 4.0]].into_dyn();
+    let b: ArrayD<f64> = array![[1.0, 0.0, 2.0], [0.0, 1.0, 3.0]].into_dyn();
+    a.write_npy(std::fs::File::create(d.join("a.npy")).expect("a"))
+        .expect("write");
+    b.write_npy(std::fs::File::create(d.join("b.npy")).expect("b"))
+        .expect("write");
+    let out = d.join("c.npy");
+    let o = einc(&[
+        "run",
+        &src.display().to_string(),
+        "--input",
+        &format!("A={}", d.join("a.npy").display()),
+        "--input",
+        &format!("B={}", d.join("b.npy").display()),
+        "--output",
+        &format!("C={}", out.display()),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let c = ArrayD::<f64>::read_npy(std::fs::File::open(&out).expect("c")).expect("f64");
+    assert_eq!(c, array![[1.0, 2.0, 8.0], [3.0, 4.0, 18.0]].into_dyn());
+
+    // Shape that contradicts a declared size: a diagnostic pointing at the declaration.
+    let bad: ArrayD<f64> = ndarray::Array2::zeros((3, 2)).into_dyn();
+    bad.write_npy(std::fs::File::create(d.join("bad.npy")).expect("bad"))
+        .expect("write");
+    let o = einc(&[
+        "run",
+        &src.display().to_string(),
+        "--input",
+        &format!("A={}", d.join("bad.npy").display()),
+        "--input",
+        &format!("B={}", d.join("b.npy").display()),
+    ]);
+    no_panic(&o);
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("'i'") && e.contains('^'), "{e}");
+}
+
+#[test]
+fn compile_emits_every_stage() {
+    let f = data("examples/simplicial_attention.ein");
+    for emit in ["ast", "ir", "opt-ir", "plan"] {
+        let o = einc(&["compile", &f, "--emit", emit]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{emit}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!o.stdout.is_empty());
+    }
+    let o = einc(&["compile", &f, "--emit", "opt-ir"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("stop reason"));
+}
