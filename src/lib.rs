@@ -21,7 +21,7 @@ pub use einc_compiler::order::Optimizer;
 pub use einc_compiler::pipeline::CompileConfig;
 pub use einc_frontend::ein::ast::DType;
 pub use einc_runtime::TensorData;
-pub use error::Error;
+pub use error::{Error, UserError};
 
 /// Element types einc computes in: f32, f64, Complex<f32>, Complex<f64>.
 pub trait Element: einc_runtime::kernels::Scalar {

@@ -71,7 +71,7 @@ enum Cmd {
         /// The .ein program (omit with -e).
         file: Option<PathBuf>,
         /// A numpy einsum equation; the positional arguments are then the operand files.
-        #[arg(short = 'e', long = "equation")]
+        #[arg(short = 'e', long = "equation", allow_hyphen_values = true)]
         equation: Option<String>,
         /// Operand .npy files for -e.
         #[arg(trailing_var_arg = false)]
@@ -92,6 +92,7 @@ enum Cmd {
     },
     /// Find a contraction order for an einsum equation.
     Path {
+        #[arg(allow_hyphen_values = true)]
         equation: String,
         /// Operand shapes: `2x3,3x4` (an empty entry is a scalar).
         #[arg(long)]
@@ -107,7 +108,18 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // Usage errors are user errors: exit 1 like every other (help/version: 0).
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match dispatch(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -298,16 +310,8 @@ fn path_cmd(
     json: bool,
 ) -> Result<(), Error> {
     let shapes = parse_shapes(shapes)?;
-    let parsed = einsum::parse(eq).map_err(|d| Error::User {
-        diagnostic: d,
-        source: eq.to_string(),
-        name: "equation".into(),
-    })?;
-    let r = einsum::resolve(&parsed, &shapes).map_err(|d| Error::User {
-        diagnostic: d,
-        source: eq.to_string(),
-        name: "equation".into(),
-    })?;
+    let parsed = einsum::parse(eq).map_err(|d| Error::user(d, "equation", eq))?;
+    let r = einsum::resolve(&parsed, &shapes).map_err(|d| Error::user(d, "equation", eq))?;
     // Each operand's distinct labels, as opt_einsum's contract_path sees them, so that
     // flops follow its opt_cost convention (indices private to one operand are summed in
     // that operand's first contraction).

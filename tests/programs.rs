@@ -88,7 +88,7 @@ fn err_programs_snapshot_diagnostics() {
             Err(e) => e,
         };
         assert!(
-            matches!(e, einc::Error::User { .. }),
+            matches!(e, einc::Error::User(_)),
             "{}: not a user error: {e}",
             path.display()
         );

@@ -270,8 +270,8 @@ pub fn resolve(eq: &Equation, shapes: &[Vec<usize>]) -> Result<Resolved, Diagnos
         }
         covered.push(shape.len() - nlabels);
         for (c, _) in term.labels() {
-            if !label_ids.contains_key(&c) {
-                label_ids.insert(c, order.len());
+            if let std::collections::btree_map::Entry::Vacant(v) = label_ids.entry(c) {
+                v.insert(order.len());
                 order.push(c);
             }
             *counts.entry(c).or_insert(0) += 1;

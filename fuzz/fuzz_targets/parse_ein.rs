@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(program) => {
             // A parsed program prints to text that parses again.
             let printed = program.to_string();
-            assert!(parse(&printed).is_ok(), "reprint does not parse:\n{printed}");
+            assert!(
+                parse(&printed).is_ok(),
+                "reprint does not parse:\n{printed}"
+            );
             if let Err(d) = check(&program) {
                 let _ = d.render("fuzz.ein", source);
             }

@@ -205,6 +205,10 @@ pub fn lower_program(c: &Checked, bindings: &BTreeMap<String, u64>) -> Result<Pr
     Ok(p)
 }
 
+/// The way from the root to one occurrence of an index: per node, (pre-order number, child
+/// taken, whether that edge is non-linear); the last element is the occurrence itself.
+type OccPath = Vec<(usize, usize, bool)>;
+
 /// Edges below which an implicit sum may not be placed.
 fn nonlinear_child(kind: &ExprKind, child: usize) -> bool {
     match kind {
@@ -256,7 +260,7 @@ impl Lower<'_> {
 
     fn statement(&mut self, e: &ast::Expr) -> Result<ExprId, Diagnostic> {
         // Pass 1: free occurrences (pre-order number path) of every index.
-        let mut occ: BTreeMap<IndexId, Vec<Vec<(usize, usize, bool)>>> = BTreeMap::new();
+        let mut occ: BTreeMap<IndexId, Vec<OccPath>> = BTreeMap::new();
         let mut path = Vec::new();
         let mut counter = 0;
         self.occurrences(e, &mut path, &mut counter, &[], &mut occ)?;
@@ -266,7 +270,7 @@ impl Lower<'_> {
             }
             // Longest common prefix of the occurrence paths; each path element is
             // (node number, child position taken from it).
-            let mut lca: Vec<(usize, usize, bool)> = paths[0].clone();
+            let mut lca: OccPath = paths[0].clone();
             for q in &paths[1..] {
                 let n = lca.iter().zip(q).take_while(|(a, b)| a == b).count();
                 lca.truncate(n);
@@ -309,10 +313,10 @@ impl Lower<'_> {
     fn occurrences(
         &mut self,
         e: &ast::Expr,
-        path: &mut Vec<(usize, usize, bool)>,
+        path: &mut OccPath,
         counter: &mut usize,
         bound: &[IndexId],
-        occ: &mut BTreeMap<IndexId, Vec<Vec<(usize, usize, bool)>>>,
+        occ: &mut BTreeMap<IndexId, Vec<OccPath>>,
     ) -> Result<(), Diagnostic> {
         let me = *counter;
         *counter += 1;
@@ -322,7 +326,7 @@ impl Lower<'_> {
         if let ExprKind::Binary { op: BinOp::Mul, .. } = e.kind {
             self.muls.insert(me);
         }
-        let mut record = |i: IndexId, path: &Vec<(usize, usize, bool)>| {
+        let mut record = |i: IndexId, path: &OccPath| {
             if !bound.contains(&i) {
                 let mut p = path.clone();
                 p.push((me, usize::MAX, false));
@@ -806,7 +810,7 @@ impl Lower<'_> {
 
 /// The pre-order number of the node where all `paths` meet after a common prefix of
 /// length `n`: the next node on the (shared) path.
-fn lca_node(paths: &[Vec<(usize, usize, bool)>], n: usize) -> usize {
+fn lca_node(paths: &[OccPath], n: usize) -> usize {
     match paths[0].get(n) {
         // Diverging at element n means element n's node is shared but the child differs.
         Some(&(node, _, _)) => node,
