@@ -23,7 +23,11 @@ pub fn evaluate(p: &Program, inputs: &[TensorData]) -> Vec<ArrayD<Complex64>> {
         let mut memo = BTreeMap::new();
         let (a, labels) = eval(p, s.value, &tensors, &mut memo);
         let want: Vec<u32> = s.indices.iter().map(|i| i.0).collect();
-        tensors.insert(s.target, permute(p, &a, &labels, &want));
+        let mut r = permute(p, &a, &labels, &want);
+        if !p.tensors[s.target].dtype.is_complex() {
+            r.mapv_inplace(|z| Complex64::new(z.re, 0.0));
+        }
+        tensors.insert(s.target, r);
     }
     p.outputs.iter().map(|o| tensors[o].clone()).collect()
 }
@@ -74,12 +78,22 @@ fn eval(
         Expr::Map { op, args } => {
             let vals: Vec<Labelled> = args.iter().map(|&f| eval(p, f, tensors, memo)).collect();
             let op = *op;
-            (pointwise(p, &vals, &free, |xs| apply(op, xs)), free)
+            // Real programs use real arithmetic: exp overflow gives inf, not inf+NaN·i,
+            // and log of a negative number is NaN as in numpy.
+            let real = !p.dtype(e).is_complex();
+            (pointwise(p, &vals, &free, |xs| apply(op, xs, real)), free)
         }
         Expr::Reduce { op, arg, .. } => {
             let (a, labels) = eval(p, *arg, tensors, memo);
             (reduce(p, *op, &a, &labels, &free), free)
         }
+    };
+    // Complex arithmetic on real values turns inf into inf+NaN·i, which then leaks into
+    // real parts; real expressions drop the imaginary part after every node.
+    let v = if p.dtype(e).is_complex() {
+        v
+    } else {
+        (v.0.mapv(|z| Complex64::new(z.re, 0.0)), v.1)
     };
     memo.insert(e, v.clone());
     v
@@ -89,7 +103,13 @@ fn real_cmp(a: &Complex64, b: &Complex64) -> std::cmp::Ordering {
     a.re.total_cmp(&b.re).then(a.im.total_cmp(&b.im))
 }
 
-fn apply(op: MapOp, xs: &[Complex64]) -> Complex64 {
+fn apply(op: MapOp, xs: &[Complex64], real: bool) -> Complex64 {
+    if real {
+        return Complex64::new(
+            apply_real(op, xs[0].re, xs.get(1).map_or(0.0, |y| y.re)),
+            0.0,
+        );
+    }
     let x = xs[0];
     match op {
         MapOp::Neg => -x,
@@ -114,6 +134,35 @@ fn apply(op: MapOp, xs: &[Complex64]) -> Complex64 {
                 x
             } else {
                 xs[1]
+            }
+        }
+    }
+}
+
+fn apply_real(op: MapOp, x: f64, y: f64) -> f64 {
+    match op {
+        MapOp::Neg => -x,
+        MapOp::Sub => x - y,
+        MapOp::Div => x / y,
+        MapOp::Exp => x.exp(),
+        MapOp::Log => x.ln(),
+        MapOp::Sqrt => x.sqrt(),
+        MapOp::Tanh => x.tanh(),
+        MapOp::Abs => x.abs(),
+        MapOp::Relu => x.max(0.0),
+        MapOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        MapOp::Max => {
+            if x.is_nan() || y.is_nan() {
+                f64::NAN
+            } else {
+                x.max(y)
+            }
+        }
+        MapOp::Min => {
+            if x.is_nan() || y.is_nan() {
+                f64::NAN
+            } else {
+                x.min(y)
             }
         }
     }

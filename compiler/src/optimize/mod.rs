@@ -1,12 +1,12 @@
 //! `optimize`: equality saturation over the sum-product IR with egg.
 //!
-//! The values of all statements go into ONE e-graph ([`lang`]), so equal subterms of
+//! The values of all statements go into ONE e-graph (`lang`), so equal subterms of
 //! different statements share an e-class (common-subexpression elimination by
 //! hash-consing). Products are single n-ary nodes with sorted operands and their summed
 //! indices inline, and an analysis tracks each class's free indices and dtype. A few
-//! bounded rewrites ([`rules`]) flatten nested products, push sums inward and drop
+//! bounded rewrites (`rules`) flatten nested products, push sums inward and drop
 //! trivial products; a contraction-cost model picks the cheapest equal term, and all
-//! statements are extracted together into one DAG ([`extract`]).
+//! statements are extracted together into one DAG (`extract`).
 //!
 //! Contraction order inside a product is deliberately *not* explored here (no
 //! associativity rule): `order::search` chooses it later.
@@ -15,10 +15,12 @@ mod extract;
 mod lang;
 mod rules;
 #[cfg(test)]
+mod testkit;
+#[cfg(test)]
 mod tests;
 
 use crate::ir::Program;
-use egg::{Extractor, Runner, StopReason};
+use egg::{Extractor, Runner, SimpleScheduler, StopReason};
 use lang::{ENode, IrAnalysis};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -64,15 +66,7 @@ pub struct OptimizeReport {
 /// (same indices, tensors, statement targets and outputs; a new expression arena) and a
 /// report. Deterministic: the same input gives byte-for-byte the same output.
 pub fn optimize(p: &Program, cfg: &OptimizeConfig) -> (Program, OptimizeReport) {
-    let analysis = lang::IrAnalysis {
-        sizes: p.indices.iter().map(|(_, i)| i.size).collect(),
-        tensor_dtypes: p.tensors.iter().map(|(_, t)| t.dtype).collect(),
-    };
-    let mut runner = Runner::<ENode, IrAnalysis, ()>::new(analysis)
-        .with_node_limit(cfg.node_limit)
-        .with_iter_limit(cfg.iter_limit)
-        .with_time_limit(cfg.time_limit);
-    let encoded = lang::encode(p, &mut runner.egraph);
+    let (runner, encoded) = runner_for(p, cfg);
     let rules = rules::rules();
     let runner = runner.run(&rules);
     let egraph = &runner.egraph;
@@ -121,6 +115,24 @@ pub fn optimize(p: &Program, cfg: &OptimizeConfig) -> (Program, OptimizeReport) 
         cost_after,
     };
     (out, report)
+}
+
+/// A runner bounded by `cfg` whose e-graph holds the values of all of `p`'s statements.
+fn runner_for(p: &Program, cfg: &OptimizeConfig) -> (Runner<ENode, IrAnalysis>, lang::Encoded) {
+    let analysis = IrAnalysis {
+        sizes: p.indices.iter().map(|(_, i)| i.size).collect(),
+        tensor_dtypes: p.tensors.iter().map(|(_, t)| t.dtype).collect(),
+    };
+    // The rules are bounded by construction, so egg's default backoff scheduler (which
+    // bans a rule for a while once it matches > 1000 classes) would only delay them on
+    // big programs; the node/iteration/time limits bound the run.
+    let mut runner = Runner::<ENode, IrAnalysis, ()>::new(analysis)
+        .with_scheduler(SimpleScheduler)
+        .with_node_limit(cfg.node_limit)
+        .with_iter_limit(cfg.iter_limit)
+        .with_time_limit(cfg.time_limit);
+    let encoded = lang::encode(p, &mut runner.egraph);
+    (runner, encoded)
 }
 
 fn stop_text(reason: Option<&StopReason>, cfg: &OptimizeConfig) -> String {
