@@ -95,6 +95,7 @@ pub fn plan(p: &Program, cfg: &PlanConfig) -> Result<Plan, PlanError> {
         cfg,
         steps: Vec::new(),
         memo: BTreeMap::new(),
+        permuted: Vec::new(),
         notes: Vec::new(),
     };
     for s in &p.stmts {
@@ -124,6 +125,8 @@ struct Builder<'a> {
     cfg: &'a PlanConfig,
     steps: Vec<Step>,
     memo: BTreeMap<ExprId, ValueId>,
+    /// Permutations already emitted: (value, wanted indices, dtype) → value.
+    permuted: Vec<(ValueId, Vec<IndexId>, DType, ValueId)>,
     notes: Vec<String>,
 }
 
@@ -154,8 +157,17 @@ impl Builder<'_> {
         if have == want && self.value(v).dtype == dtype {
             return v;
         }
+        if let Some(&(.., done)) = self
+            .permuted
+            .iter()
+            .find(|(a, w, d, _)| *a == v && w == want && *d == dtype)
+        {
+            return done;
+        }
         let flops = self.elements(&self.value(v).indices.clone());
-        self.push(Op::Unary { arg: v }, want.to_vec(), dtype, flops)
+        let out = self.push(Op::Unary { arg: v }, want.to_vec(), dtype, flops);
+        self.permuted.push((v, want.to_vec(), dtype, out));
+        out
     }
 
     fn expr(&mut self, e: ExprId) -> Result<ValueId, PlanError> {
