@@ -207,3 +207,12 @@ impl Program {
             .collect())
     }
 }
+
+/// numpy's sublist form (`np.einsum(a, [0, 1], b, [1, 2], [0, 2])`) as an equation string:
+/// integers 0..52 map to `A`–`Z`, `a`–`z`; `None` stands for `...`.
+pub fn sublist_equation(
+    inputs: &[Vec<Option<usize>>],
+    output: Option<&[Option<usize>]>,
+) -> Result<String, Error> {
+    einc_frontend::einsum::from_sublists(inputs, output).map_err(|d| Error::Runtime(d.message))
+}

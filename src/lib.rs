@@ -15,7 +15,8 @@ mod api;
 mod error;
 
 pub use api::{
-    compile, compile_with as compile_with_config, einsum, einsum_dyn, Expression, Program,
+    compile, compile_with as compile_with_config, einsum, einsum_dyn, sublist_equation, Expression,
+    Program,
 };
 pub use einc_compiler::order::Optimizer;
 pub use einc_compiler::pipeline::CompileConfig;

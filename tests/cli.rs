@@ -192,3 +192,29 @@ fn compile_emits_every_stage() {
     let o = einc(&["compile", &f, "--emit", "opt-ir"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("stop reason"));
 }
+
+#[test]
+fn oversized_plans_are_refused_before_allocating() {
+    let d = tmp("huge");
+    let src = d.join("huge.ein");
+    std::fs::write(
+        &src,
+        "dim i = 200000, j = 200000\ninput a[i]: f64\ninput b[j]: f64\nC[i, j] = a[i] * b[j]\n",
+    )
+    .expect("src");
+    let a: ArrayD<f64> = ndarray::Array1::zeros(200000).into_dyn();
+    a.write_npy(std::fs::File::create(d.join("a.npy")).expect("a"))
+        .expect("write");
+    let o = einc(&[
+        "run",
+        &src.display().to_string(),
+        "--input",
+        &format!("a={}", d.join("a.npy").display()),
+        "--input",
+        &format!("b={}", d.join("a.npy").display()),
+    ]);
+    no_panic(&o);
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("memory limit"), "{e}");
+}

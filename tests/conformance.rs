@@ -247,3 +247,53 @@ fn conformance_cli() {
         failures.join("\n")
     );
 }
+
+/// numpy's sublist call form: the corpus gives the sublists and numpy's letter spelling.
+#[test]
+fn conformance_sublists() {
+    let Some(cases) = corpus() else { return };
+    let mut checked = 0;
+    for case in cases.iter().filter(|c| c.get("sublist").is_some()) {
+        let n_ops = case["shapes"].as_array().map_or(0, |s| s.len());
+        let lists: Vec<Vec<Option<i64>>> = case["sublist"]
+            .as_array()
+            .expect("sublist")
+            .iter()
+            .map(|l| {
+                l.as_array()
+                    .expect("list")
+                    .iter()
+                    .map(|x| x.as_i64())
+                    .collect()
+            })
+            .collect();
+        let conv = |l: &Vec<Option<i64>>| -> Vec<Option<usize>> {
+            l.iter().map(|x| x.map(|v| v as usize)).collect()
+        };
+        let inputs: Vec<Vec<Option<usize>>> = lists.iter().take(n_ops).map(conv).collect();
+        let output: Option<Vec<Option<usize>>> = lists.get(n_ops).map(conv);
+        let in_range = lists
+            .iter()
+            .flatten()
+            .flatten()
+            .all(|&v| (0..52).contains(&v));
+        let got = einc::sublist_equation(&inputs, output.as_deref());
+        if in_range {
+            assert_eq!(
+                got.expect("in-range sublist"),
+                case["eq"].as_str().expect("eq"),
+                "{}",
+                case["id"]
+            );
+        } else {
+            assert!(
+                got.is_err(),
+                "{}: labels outside [0, 52) must be rejected",
+                case["id"]
+            );
+        }
+        checked += 1;
+    }
+    println!("sublist cases checked: {checked}");
+    assert!(checked > 0);
+}

@@ -62,6 +62,8 @@ pub fn execute(plan: &Plan, inputs: Vec<TensorData>) -> Result<Vec<TensorData>, 
         tensors[id.index()] = Some(Arc::new(data));
     }
 
+    check_memory(plan, max_bytes())?;
+
     // Last reader of each value, so it can be freed as soon as possible.
     let n = plan.steps.len();
     let mut last_use = vec![usize::MAX; n];
@@ -168,6 +170,51 @@ pub fn execute(plan: &Plan, inputs: Vec<TensorData>) -> Result<Vec<TensorData>, 
         tensors[o.index()] = None;
     }
     Ok(outs)
+}
+
+/// Largest single array a plan may allocate, in bytes: `EINC_MAX_BYTES` or 16 GiB.
+/// A plan over the limit is refused before anything is allocated, instead of aborting
+/// the process when the allocation fails.
+pub fn max_bytes() -> f64 {
+    std::env::var("EINC_MAX_BYTES")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| *v > 0.0)
+        .unwrap_or(16.0 * (1u64 << 30) as f64)
+}
+
+fn dtype_bytes(d: DType) -> f64 {
+    match d {
+        DType::F32 => 4.0,
+        DType::F64 | DType::C64 => 8.0,
+        DType::C128 => 16.0,
+    }
+}
+
+/// Refuse plans with a value larger than `limit` bytes (sizes in f64: no overflow).
+pub fn check_memory(plan: &Plan, limit: f64) -> Result<(), ExecError> {
+    let p = &plan.program;
+    for s in &plan.steps {
+        if matches!(s.op, Op::Load { .. } | Op::Store { .. }) {
+            continue;
+        }
+        let elems: f64 = s.indices.iter().map(|&i| p.size(i) as f64).product();
+        let bytes = elems * dtype_bytes(s.dtype);
+        if bytes > limit {
+            let names: Vec<String> = s
+                .indices
+                .iter()
+                .map(|&i| format!("{}={}", p.indices[i].name, p.size(i)))
+                .collect();
+            return Err(ExecError(format!(
+                "the plan needs an intermediate of {elems:.0} elements ({:.1} GiB) over [{}], more than the memory limit of {:.1} GiB (set EINC_MAX_BYTES to change it)",
+                bytes / (1u64 << 30) as f64,
+                names.join(", "),
+                limit / (1u64 << 30) as f64
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn args(op: &Op) -> Vec<usize> {
