@@ -645,4 +645,39 @@ mod tests {
         );
         assert!(from_sublists(&[vec![Some(52)]], None).is_err());
     }
+
+    /// Random strings over the equation alphabet, with random shapes: errors, never panics,
+    /// and every diagnostic renders.
+    #[test]
+    fn never_panics_on_random_equations() {
+        let alphabet: Vec<char> = "abcij.,->  Aα😀0%".chars().collect();
+        let mut state = 0x1234_5678_9abc_def0u64;
+        let mut next = move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) as usize
+        };
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let len = next() % 12;
+            let eq: String = (0..len)
+                .map(|_| alphabet[next() % alphabet.len()])
+                .collect();
+            let shapes: Vec<Vec<usize>> = (0..1 + next() % 4)
+                .map(|_| (0..next() % 5).map(|_| next() % 4).collect())
+                .collect();
+            match parse(&eq).and_then(|p| resolve(&p, &shapes)) {
+                Ok(r) => {
+                    accepted += 1;
+                    assert_eq!(r.operands.len(), shapes.len());
+                }
+                Err(d) => {
+                    assert!(!d.render("equation", &eq).is_empty());
+                }
+            }
+        }
+        assert!(accepted > 0);
+    }
 }
