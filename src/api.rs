@@ -6,27 +6,42 @@ use einc_compiler::dump;
 use einc_compiler::pipeline::{self, CompileConfig, Compiled};
 use einc_frontend::ein::ast::DType;
 use einc_frontend::ein::Checked;
-use einc_runtime::{execute, TensorData};
+use einc_runtime::{execute_views, ExecOptions, ExecStats, TensorData, TensorView};
 use ndarray::{ArrayD, ArrayViewD};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Evaluate a numpy-style einsum on arrays of one element type.
+///
+/// Plans are cached (see [`crate::cache`]): repeated calls with the same equation, shapes
+/// and dtype skip parsing and planning.
 pub fn einsum<T: Element>(
     equation: &str,
     operands: &[ArrayViewD<'_, T>],
 ) -> Result<ArrayD<T>, Error> {
-    let shapes: Vec<Vec<usize>> = operands.iter().map(|a| a.shape().to_vec()).collect();
-    let expr = compile(equation, &shapes, &vec![T::DTYPE; operands.len()])?;
+    let expr = cached_expression(equation, operands.iter().map(|a| a.shape()), |_| T::DTYPE)?;
     expr.run(operands)
 }
 
 /// Evaluate an einsum on arrays of possibly different dtypes; the result has numpy's
 /// result type (f32 stays f32, real with complex becomes complex).
 pub fn einsum_dyn(equation: &str, operands: Vec<TensorData>) -> Result<TensorData, Error> {
-    let shapes: Vec<Vec<usize>> = operands.iter().map(|a| a.shape().to_vec()).collect();
     let dtypes: Vec<DType> = operands.iter().map(|a| a.dtype()).collect();
-    let expr = compile(equation, &shapes, &dtypes)?;
-    expr.run_dyn(operands)
+    let expr = cached_expression(equation, operands.iter().map(|a| a.shape()), |k| dtypes[k])?;
+    let views: Vec<TensorView<'_>> = operands.iter().map(|t| t.view()).collect();
+    expr.run_views(&views)
+}
+
+fn cached_expression<'s>(
+    equation: &str,
+    shapes: impl Iterator<Item = &'s [usize]>,
+    dtype: impl Fn(usize) -> DType,
+) -> Result<Arc<Expression>, Error> {
+    let mut key = crate::cache::Key::new(equation);
+    for (k, s) in shapes.enumerate() {
+        key.push_operand(s, dtype(k));
+    }
+    crate::cache::get_or_compile(key, |shapes, dtypes| compile(equation, shapes, dtypes))
 }
 
 /// Compile an einsum for fixed operand shapes and dtypes.
@@ -50,6 +65,7 @@ pub fn compile_with(
     Ok(Expression {
         compiled,
         shapes: shapes.to_vec(),
+        options: ExecOptions::default(),
     })
 }
 
@@ -58,14 +74,22 @@ pub fn compile_with(
 pub struct Expression {
     compiled: Compiled,
     shapes: Vec<Vec<usize>>,
+    options: ExecOptions,
 }
 
 impl Expression {
+    /// Run on arrays of one element type (other input dtypes are not involved: the result
+    /// is `T`).
     pub fn run<T: Element>(&self, operands: &[ArrayViewD<'_, T>]) -> Result<ArrayD<T>, Error> {
-        let inputs: Vec<TensorData> = operands.iter().map(|a| T::wrap(a.to_owned())).collect();
-        let out = self.run_dyn(inputs)?;
+        let views: Vec<TensorView<'_>> = operands.iter().map(|a| T::wrap_view(a.view())).collect();
+        let out = self.run_views(&views)?;
         let dt = out.dtype();
-        T::unwrap(out.cast(T::DTYPE)).ok_or_else(|| {
+        T::unwrap(if dt == T::DTYPE {
+            out
+        } else {
+            out.cast(T::DTYPE)
+        })
+        .ok_or_else(|| {
             Error::Internal(format!(
                 "result dtype {} is not {}",
                 dt.name(),
@@ -75,10 +99,34 @@ impl Expression {
     }
 
     pub fn run_dyn(&self, operands: Vec<TensorData>) -> Result<TensorData, Error> {
-        check_shapes(&self.shapes, &operands)?;
-        let mut outs = execute(&self.compiled.plan, operands).map_err(|e| Error::Runtime(e.0))?;
-        outs.pop()
-            .ok_or_else(|| Error::Internal("einsum plan produced no output".into()))
+        let views: Vec<TensorView<'_>> = operands.iter().map(|t| t.view()).collect();
+        self.run_views(&views)
+    }
+
+    /// Run on borrowed arrays of any dtypes.
+    pub fn run_views(&self, operands: &[TensorView<'_>]) -> Result<TensorData, Error> {
+        self.run_with_stats(operands).map(|(t, _)| t)
+    }
+
+    /// Run and report per-step times, flops and peak memory (stats are collected only
+    /// when the options ask for them; see [`Expression::with_options`]).
+    pub fn run_with_stats(
+        &self,
+        operands: &[TensorView<'_>],
+    ) -> Result<(TensorData, ExecStats), Error> {
+        check_shapes(&self.shapes, operands)?;
+        let (mut outs, stats) = execute_views(&self.compiled.plan, operands, &self.options)
+            .map_err(|e| Error::Runtime(e.0))?;
+        let out = outs
+            .pop()
+            .ok_or_else(|| Error::Internal("einsum plan produced no output".into()))?;
+        Ok((out, stats))
+    }
+
+    /// The same expression with other execution options (threads, stats).
+    pub fn with_options(mut self, options: ExecOptions) -> Expression {
+        self.options = options;
+        self
     }
 
     pub fn compiled(&self) -> &Compiled {
@@ -91,7 +139,7 @@ impl Expression {
     }
 }
 
-fn check_shapes(want: &[Vec<usize>], got: &[TensorData]) -> Result<(), Error> {
+fn check_shapes(want: &[Vec<usize>], got: &[TensorView<'_>]) -> Result<(), Error> {
     if want.len() != got.len() {
         return Err(Error::Runtime(format!(
             "the expression was compiled for {} operands, {} given",
@@ -110,6 +158,9 @@ fn check_shapes(want: &[Vec<usize>], got: &[TensorData]) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// Outputs by name, the run's stats, and the compiled program that produced them.
+pub type NamedOutputs = (Vec<(String, TensorData)>, ExecStats, Compiled);
 
 /// A parsed and checked `.ein` program.
 #[derive(Clone, Debug)]
@@ -169,6 +220,19 @@ impl Program {
         bindings: BTreeMap<String, u64>,
         cfg: &CompileConfig,
     ) -> Result<Vec<(String, TensorData)>, Error> {
+        self.run_with(inputs, bindings, cfg, &ExecOptions::default())
+            .map(|(o, _, _)| o)
+    }
+
+    /// [`Program::run`] with execution options; also returns the run's stats and the
+    /// compiled plan (for `einc run --stats`).
+    pub fn run_with(
+        &self,
+        inputs: BTreeMap<String, TensorData>,
+        bindings: BTreeMap<String, u64>,
+        cfg: &CompileConfig,
+        exec: &ExecOptions,
+    ) -> Result<NamedOutputs, Error> {
         let names = self.input_names();
         if let Some(extra) = inputs.keys().find(|k| !names.contains(k)) {
             return Err(Error::Runtime(format!(
@@ -197,14 +261,16 @@ impl Program {
                     .ok_or_else(|| Error::Runtime(format!("missing input '{}'", t.name)))
             })
             .collect::<Result<_, _>>()?;
-        let outs = execute(plan, ordered).map_err(|e| Error::Runtime(e.0))?;
-        Ok(plan
+        let views: Vec<TensorView<'_>> = ordered.iter().map(|t| t.view()).collect();
+        let (outs, stats) = execute_views(plan, &views, exec).map_err(|e| Error::Runtime(e.0))?;
+        let named = plan
             .program
             .outputs
             .iter()
             .map(|&o| plan.program.tensors[o].name.clone())
             .zip(outs)
-            .collect())
+            .collect();
+        Ok((named, stats, compiled))
     }
 }
 

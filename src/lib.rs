@@ -12,6 +12,7 @@
 //! shapes without planning again. `.ein` programs go through [`Program`].
 
 mod api;
+pub mod cache;
 mod error;
 
 pub use api::{
@@ -21,13 +22,14 @@ pub use api::{
 pub use einc_compiler::order::Optimizer;
 pub use einc_compiler::pipeline::CompileConfig;
 pub use einc_frontend::ein::ast::DType;
-pub use einc_runtime::TensorData;
+pub use einc_runtime::{ExecOptions, ExecStats, TensorData, TensorView};
 pub use error::{Error, UserError};
 
 /// Element types einc computes in: f32, f64, Complex<f32>, Complex<f64>.
 pub trait Element: einc_runtime::kernels::Scalar {
     const DTYPE: DType;
     fn wrap(a: ndarray::ArrayD<Self>) -> TensorData;
+    fn wrap_view(a: ndarray::ArrayViewD<'_, Self>) -> einc_runtime::TensorView<'_>;
     fn unwrap(t: TensorData) -> Option<ndarray::ArrayD<Self>>;
 }
 
@@ -37,6 +39,9 @@ macro_rules! element {
             const DTYPE: DType = DType::$d;
             fn wrap(a: ndarray::ArrayD<Self>) -> TensorData {
                 TensorData::$d(a)
+            }
+            fn wrap_view(a: ndarray::ArrayViewD<'_, Self>) -> einc_runtime::TensorView<'_> {
+                einc_runtime::TensorView::$d(a)
             }
             fn unwrap(t: TensorData) -> Option<ndarray::ArrayD<Self>> {
                 match t {

@@ -1,7 +1,7 @@
 //! The `einc` command line: `compile`, `run`, `path`.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use einc::{Error, Optimizer, TensorData};
+use einc::{Error, ExecOptions, Optimizer, TensorData};
 use einc_compiler::dump;
 use einc_compiler::order::{self, Limits};
 use einc_compiler::pipeline::CompileConfig;
@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod npy;
+mod stats;
 
 #[derive(Parser)]
 #[command(
@@ -89,6 +90,12 @@ enum Cmd {
         dims: Vec<String>,
         #[arg(long, value_enum, default_value = "auto")]
         optimizer: OptArg,
+        /// Print per-step time and flops, and peak memory, to stderr.
+        #[arg(long)]
+        stats: bool,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Find a contraction order for an einsum equation.
     Path {
@@ -150,18 +157,29 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
             out,
             dims,
             optimizer,
-        } => match (equation, file) {
-            (Some(eq), file) => {
-                // With -e every positional argument is an operand file.
-                let mut ops: Vec<PathBuf> = file.into_iter().collect();
-                ops.extend(operands);
-                run_equation(&eq, &ops, out.as_deref(), optimizer.get())
+            stats,
+            threads,
+        } => {
+            let opts = RunOpts {
+                optimizer: optimizer.get(),
+                exec: ExecOptions {
+                    threads,
+                    collect_stats: stats,
+                },
+            };
+            match (equation, file) {
+                (Some(eq), file) => {
+                    // With -e every positional argument is an operand file.
+                    let mut ops: Vec<PathBuf> = file.into_iter().collect();
+                    ops.extend(operands);
+                    run_equation(&eq, &ops, out.as_deref(), &opts)
+                }
+                (None, Some(file)) => run_program(&file, &inputs, &outputs, &dims, &opts),
+                (None, None) => Err(Error::Runtime(
+                    "give a .ein file or an equation with -e".into(),
+                )),
             }
-            (None, Some(file)) => run_program(&file, &inputs, &outputs, &dims, optimizer.get()),
-            (None, None) => Err(Error::Runtime(
-                "give a .ein file or an equation with -e".into(),
-            )),
-        },
+        }
         Cmd::Path {
             equation,
             shapes,
@@ -241,17 +259,28 @@ fn compile_cmd(
     })
 }
 
+/// Options shared by both forms of `einc run`.
+struct RunOpts {
+    optimizer: Optimizer,
+    exec: ExecOptions,
+}
+
 fn run_equation(
     eq: &str,
     ops: &[PathBuf],
     out: Option<&Path>,
-    optimizer: Optimizer,
+    opts: &RunOpts,
 ) -> Result<(), Error> {
     let arrays: Vec<TensorData> = ops.iter().map(|p| npy::read(p)).collect::<Result<_, _>>()?;
     let shapes: Vec<Vec<usize>> = arrays.iter().map(|a| a.shape().to_vec()).collect();
     let dtypes: Vec<einc::DType> = arrays.iter().map(|a| a.dtype()).collect();
-    let expr = einc::compile_with_config(eq, &shapes, &dtypes, &config(optimizer))?;
-    let result = expr.run_dyn(arrays)?;
+    let expr = einc::compile_with_config(eq, &shapes, &dtypes, &config(opts.optimizer))?
+        .with_options(opts.exec.clone());
+    let views: Vec<einc::TensorView<'_>> = arrays.iter().map(|a| a.view()).collect();
+    let (result, stats) = expr.run_with_stats(&views)?;
+    if opts.exec.collect_stats {
+        eprint!("{}", stats::render(&expr.compiled().plan, &stats));
+    }
     match out {
         Some(p) => npy::write(p, &result),
         None => {
@@ -266,7 +295,7 @@ fn run_program(
     inputs: &[String],
     outputs: &[String],
     dims: &[String],
-    optimizer: Optimizer,
+    opts: &RunOpts,
 ) -> Result<(), Error> {
     let source = read_source(file)?;
     let program = einc::Program::parse(&file.display().to_string(), &source)?;
@@ -277,7 +306,15 @@ fn run_program(
             .ok_or_else(|| Error::Runtime(format!("--input '{spec}': expected NAME=PATH.npy")))?;
         arrays.insert(name.to_string(), npy::read(Path::new(path))?);
     }
-    let results = program.run(arrays, parse_dims(dims)?, &config(optimizer))?;
+    let (results, stats, compiled) = program.run_with(
+        arrays,
+        parse_dims(dims)?,
+        &config(opts.optimizer),
+        &opts.exec,
+    )?;
+    if opts.exec.collect_stats {
+        eprint!("{}", stats::render(&compiled.plan, &stats));
+    }
     let mut wanted: BTreeMap<String, PathBuf> = BTreeMap::new();
     for spec in outputs {
         let (name, path) = spec

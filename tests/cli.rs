@@ -218,3 +218,47 @@ fn oversized_plans_are_refused_before_allocating() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("memory limit"), "{e}");
 }
+
+#[test]
+fn run_stats_reports_steps_and_peak_memory() {
+    let d = tmp("stats");
+    let a: ArrayD<f64> =
+        ndarray::Array2::from_shape_fn((8, 16), |(i, j)| (i + j) as f64).into_dyn();
+    let b: ArrayD<f64> =
+        ndarray::Array2::from_shape_fn((16, 4), |(i, j)| (i * j) as f64).into_dyn();
+    a.write_npy(std::fs::File::create(d.join("a.npy")).expect("a"))
+        .expect("write");
+    b.write_npy(std::fs::File::create(d.join("b.npy")).expect("b"))
+        .expect("write");
+    let o = einc(&[
+        "run",
+        "-e",
+        "ij,jk->ki",
+        &d.join("a.npy").display().to_string(),
+        &d.join("b.npy").display().to_string(),
+        "-o",
+        &d.join("c.npy").display().to_string(),
+        "--stats",
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("contract") && e.contains("peak memory"), "{e}");
+    // The result (4x8 f64 = 256 bytes) plus the GEMM output before the permutation.
+    let c = ArrayD::<f64>::read_npy(std::fs::File::open(d.join("c.npy")).expect("c")).expect("f64");
+    assert_eq!(
+        c,
+        a.into_dimensionality::<ndarray::Ix2>()
+            .expect("2d")
+            .dot(&b.into_dimensionality::<ndarray::Ix2>().expect("2d"))
+            .t()
+            .to_owned()
+            .into_dyn()
+    );
+}

@@ -1,20 +1,21 @@
 //! The CPU executor of plans.
 //!
-//! Values live in a slot per SSA value and are dropped right after their last reader has
-//! run, so peak memory follows the plan rather than the program length. Every argument
-//! is cast to the step's dtype first (the compiler promotes; constants arrive as f64).
+//! Inputs are borrowed, never copied (a `Load` yields a view). Computed values live in a
+//! slot per SSA value and are dropped right after their last reader has run, so peak
+//! memory follows the plan rather than the program length. Every argument is cast to the
+//! step's dtype first (the compiler promotes; constants arrive as f64).
 
 use crate::kernels::{self, Scalar};
-use crate::value::TensorData;
-use einc_compiler::ir::{MapOp, ReduceOp, TensorId, TensorKind};
+use crate::value::{dtype_size, TensorData, TensorView};
+use einc_compiler::ir::{MapOp, ReduceOp, TensorId};
 use einc_compiler::plan::{ElemOp, Op, Plan};
 use einc_frontend::ein::ast::DType;
 use einc_frontend::einsum::fmt_shape;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
-use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-/// A run-time failure: wrong inputs (count, shape), reported with names.
+/// A run-time failure: wrong inputs (count, shape), a plan too large for memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecError(pub String);
 
@@ -25,14 +26,95 @@ impl std::fmt::Display for ExecError {
 }
 impl std::error::Error for ExecError {}
 
+/// How to run a plan.
+#[derive(Clone, Debug, Default)]
+pub struct ExecOptions {
+    /// Worker threads for GEMMs and batch loops; `None`: rayon's global pool (all cores).
+    pub threads: Option<usize>,
+    /// Record per-step times (costs one clock read per step).
+    pub collect_stats: bool,
+}
+
+/// What a run cost, for `einc run --stats`.
+#[derive(Clone, Debug, Default)]
+pub struct ExecStats {
+    /// Per step: (step index, wall time, flops from the plan, bytes of the result).
+    pub steps: Vec<(usize, Duration, f64, usize)>,
+    /// Largest sum of live computed values at any point, in bytes (inputs excluded: they
+    /// are borrowed).
+    pub peak_bytes: usize,
+    pub input_bytes: usize,
+    pub total: Duration,
+}
+
 /// Input tensors of a plan's program, in arena order (for an einsum: operand order).
 pub fn input_ids(plan: &Plan) -> Vec<TensorId> {
     plan.program.inputs().map(|(h, _)| h).collect()
 }
 
-/// Run `plan` on `inputs` (one per input tensor, in [`input_ids`] order); returns the
-/// program's outputs in order.
+/// Run `plan` on owned inputs (one per input tensor, in [`input_ids`] order).
 pub fn execute(plan: &Plan, inputs: Vec<TensorData>) -> Result<Vec<TensorData>, ExecError> {
+    let views: Vec<TensorView<'_>> = inputs.iter().map(|t| t.view()).collect();
+    execute_views(plan, &views, &ExecOptions::default()).map(|(o, _)| o)
+}
+
+/// A value during a run: a borrowed input or a computed array.
+#[derive(Clone)]
+enum Slot<'a> {
+    View(TensorView<'a>),
+    Owned(Arc<TensorData>),
+}
+
+impl Slot<'_> {
+    fn view(&self) -> TensorView<'_> {
+        match self {
+            Slot::View(v) => v.reborrow(),
+            Slot::Owned(t) => t.view(),
+        }
+    }
+    fn owned_bytes(&self) -> usize {
+        match self {
+            Slot::View(_) => 0,
+            Slot::Owned(t) => t.nbytes(),
+        }
+    }
+}
+
+fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
+    static POOLS: OnceLock<Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>>> = OnceLock::new();
+    let pools = POOLS.get_or_init(|| Mutex::new(Vec::new()));
+    let mut guard = pools.lock().ok()?;
+    if let Some((_, p)) = guard.iter().find(|(n, _)| *n == threads) {
+        return Some(p.clone());
+    }
+    let p = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .ok()?,
+    );
+    guard.push((threads, p.clone()));
+    Some(p)
+}
+
+/// Run `plan` on borrowed inputs; returns the program's outputs in order and the stats.
+pub fn execute_views(
+    plan: &Plan,
+    inputs: &[TensorView<'_>],
+    opts: &ExecOptions,
+) -> Result<(Vec<TensorData>, ExecStats), ExecError> {
+    match opts.threads.and_then(pool) {
+        Some(p) => p.install(|| run_plan(plan, inputs, opts)),
+        None => run_plan(plan, inputs, opts),
+    }
+}
+
+fn run_plan<'a>(
+    plan: &Plan,
+    inputs: &[TensorView<'a>],
+    opts: &ExecOptions,
+) -> Result<(Vec<TensorData>, ExecStats), ExecError> {
+    let start = Instant::now();
     let p = &plan.program;
     let ids = input_ids(plan);
     if ids.len() != inputs.len() {
@@ -42,7 +124,9 @@ pub fn execute(plan: &Plan, inputs: Vec<TensorData>) -> Result<Vec<TensorData>, 
             inputs.len()
         )));
     }
-    let mut tensors: Vec<Option<Arc<TensorData>>> = vec![None; p.tensors.len()];
+    check_memory(plan, max_bytes())?;
+    let mut stats = ExecStats::default();
+    let mut tensors: Vec<Option<Slot<'a>>> = vec![None; p.tensors.len()];
     for (&id, data) in ids.iter().zip(inputs) {
         let t = &p.tensors[id];
         let want: Vec<usize> = t.axes.iter().map(|&a| p.size(a) as usize).collect();
@@ -54,15 +138,13 @@ pub fn execute(plan: &Plan, inputs: Vec<TensorData>) -> Result<Vec<TensorData>, 
                 fmt_shape(&want)
             )));
         }
-        let data = if data.dtype() == t.dtype {
-            data
+        stats.input_bytes += data.shape().iter().product::<usize>() * dtype_size(data.dtype());
+        tensors[id.index()] = Some(if data.dtype() == t.dtype {
+            Slot::View(data.clone())
         } else {
-            data.cast(t.dtype)
-        };
-        tensors[id.index()] = Some(Arc::new(data));
+            Slot::Owned(Arc::new(data.cast(t.dtype)))
+        });
     }
-
-    check_memory(plan, max_bytes())?;
 
     // Last reader of each value, so it can be freed as soon as possible.
     let n = plan.steps.len();
@@ -72,16 +154,9 @@ pub fn execute(plan: &Plan, inputs: Vec<TensorData>) -> Result<Vec<TensorData>, 
             last_use[a] = k;
         }
     }
-    let mut values: Vec<Option<Arc<TensorData>>> = vec![None; n];
+    let mut values: Vec<Option<Slot<'a>>> = vec![None; n];
     for (k, s) in plan.steps.iter().enumerate() {
-        let get = |v: &einc_compiler::plan::ValueId| -> Result<Arc<TensorData>, ExecError> {
-            values[v.0 as usize].clone().ok_or_else(|| {
-                ExecError(format!(
-                    "internal error: value %{} read after it was freed",
-                    v.0
-                ))
-            })
-        };
+        let t0 = opts.collect_stats.then(Instant::now);
         let labels = |v: &einc_compiler::plan::ValueId| -> Vec<u32> {
             plan.steps[v.0 as usize]
                 .indices
@@ -90,58 +165,84 @@ pub fn execute(plan: &Plan, inputs: Vec<TensorData>) -> Result<Vec<TensorData>, 
                 .collect()
         };
         let out_idx: Vec<u32> = s.indices.iter().map(|i| i.0).collect();
-        let result: Arc<TensorData> = match &s.op {
-            Op::Load { tensor } => tensors[tensor.index()].clone().ok_or_else(|| {
-                ExecError(format!(
-                    "internal error: '{}' read before it was computed",
-                    p.tensors[*tensor].name
-                ))
-            })?,
-            Op::Const(x) => Arc::new(TensorData::F64(ArrayD::from_elem(IxDyn(&[]), *x))),
-            Op::Unary { arg } => {
-                let a = get(arg)?;
-                let al = labels(arg);
-                Arc::new(with_dtype(s.dtype, &[&a], Step::Unary(al, out_idx)))
+        let result: Slot<'a> = {
+            let get = |v: &einc_compiler::plan::ValueId| -> Result<&Slot<'a>, ExecError> {
+                values[v.0 as usize].as_ref().ok_or_else(|| {
+                    ExecError(format!(
+                        "internal error: value %{} read after it was freed",
+                        v.0
+                    ))
+                })
+            };
+            match &s.op {
+                Op::Load { tensor } => tensors[tensor.index()].clone().ok_or_else(|| {
+                    ExecError(format!(
+                        "internal error: '{}' read before it was computed",
+                        p.tensors[*tensor].name
+                    ))
+                })?,
+                Op::Const(x) => {
+                    Slot::Owned(Arc::new(TensorData::F64(ArrayD::from_elem(IxDyn(&[]), *x))))
+                }
+                Op::Unary { arg } => {
+                    let a = get(arg)?;
+                    Slot::Owned(Arc::new(with_dtype(
+                        s.dtype,
+                        &[a.view()],
+                        Step::Unary(labels(arg), out_idx),
+                    )))
+                }
+                Op::Contract { lhs, rhs } => {
+                    let (a, b) = (get(lhs)?, get(rhs)?);
+                    Slot::Owned(Arc::new(with_dtype(
+                        s.dtype,
+                        &[a.view(), b.view()],
+                        Step::Contract(labels(lhs), labels(rhs), out_idx),
+                    )))
+                }
+                Op::Elementwise { op, args: vs } => {
+                    let slots = vs.iter().map(get).collect::<Result<Vec<_>, _>>()?;
+                    let views: Vec<TensorView<'_>> = slots.iter().map(|d| d.view()).collect();
+                    let ls: Vec<Vec<u32>> = vs.iter().map(labels).collect();
+                    Slot::Owned(Arc::new(with_dtype(
+                        s.dtype,
+                        &views,
+                        Step::Elementwise(elem_op(*op), ls, out_idx),
+                    )))
+                }
+                Op::Reduce { op, arg } => {
+                    let a = get(arg)?;
+                    let kop = match op {
+                        ReduceOp::Max => kernels::ReduceOp::Max,
+                        ReduceOp::Min => kernels::ReduceOp::Min,
+                        ReduceOp::LogSumExp => kernels::ReduceOp::LogSumExp,
+                    };
+                    Slot::Owned(Arc::new(with_dtype(
+                        s.dtype,
+                        &[a.view()],
+                        Step::Reduce(kop, labels(arg), out_idx),
+                    )))
+                }
+                Op::Store { tensor, arg } => {
+                    let a = get(arg)?.clone();
+                    tensors[tensor.index()] = Some(a.clone());
+                    a
+                }
             }
-            Op::Contract { lhs, rhs } => {
-                let (a, b) = (get(lhs)?, get(rhs)?);
-                let (al, bl) = (labels(lhs), labels(rhs));
-                Arc::new(with_dtype(
-                    s.dtype,
-                    &[&a, &b],
-                    Step::Contract(al, bl, out_idx),
-                ))
-            }
-            Op::Elementwise { op, args: vs } => {
-                let datas = vs.iter().map(get).collect::<Result<Vec<_>, _>>()?;
-                let refs: Vec<&TensorData> = datas.iter().map(|d| d.as_ref()).collect();
-                let ls: Vec<Vec<u32>> = vs.iter().map(labels).collect();
-                let kop = elem_op(*op);
-                Arc::new(with_dtype(
-                    s.dtype,
-                    &refs,
-                    Step::Elementwise(kop, ls, out_idx),
-                ))
-            }
-            Op::Reduce { op, arg } => {
-                let a = get(arg)?;
-                let al = labels(arg);
-                let kop = match op {
-                    ReduceOp::Max => kernels::ReduceOp::Max,
-                    ReduceOp::Min => kernels::ReduceOp::Min,
-                    ReduceOp::LogSumExp => kernels::ReduceOp::LogSumExp,
-                };
-                Arc::new(with_dtype(s.dtype, &[&a], Step::Reduce(kop, al, out_idx)))
-            }
-            Op::Store { tensor, arg } => {
-                let a = get(arg)?;
-                tensors[tensor.index()] = Some(a.clone());
-                a
-            }
+        };
+        let bytes = if matches!(s.op, Op::Load { .. } | Op::Store { .. }) {
+            0
+        } else {
+            result.owned_bytes()
         };
         // A value nobody reads (a store's own slot) is not kept alive.
         if last_use[k] != usize::MAX {
             values[k] = Some(result);
+        }
+        if let Some(t0) = t0 {
+            stats.steps.push((k, t0.elapsed(), s.flops, bytes));
+            // Measured before this step's arguments are freed: they coexist with the result.
+            stats.peak_bytes = stats.peak_bytes.max(live_bytes(&values, &tensors) + bytes);
         }
         for a in args(&s.op) {
             if last_use[a] == k {
@@ -151,25 +252,46 @@ pub fn execute(plan: &Plan, inputs: Vec<TensorData>) -> Result<Vec<TensorData>, 
     }
     let mut outs = Vec::new();
     for &o in &p.outputs {
-        let t = tensors[o.index()].take().ok_or_else(|| {
+        let t = tensors[o.index()].clone().ok_or_else(|| {
             ExecError(format!(
                 "internal error: output '{}' was never computed",
                 p.tensors[o].name
             ))
         })?;
-        // Outputs that are also inputs or read twice are shared; copy only then.
-        let t = Arc::try_unwrap(t).unwrap_or_else(|shared| (*shared).clone());
         let want = p.tensors[o].dtype;
-        outs.push(
-            if t.dtype() == want || p.tensors[o].kind == TensorKind::Input {
-                t
-            } else {
-                t.cast(want)
-            },
-        );
-        tensors[o.index()] = None;
+        let t = match t {
+            Slot::View(v) => v.cast(want),
+            Slot::Owned(a) => {
+                // Drop the table's reference so the last one can be unwrapped, not copied.
+                tensors[o.index()] = None;
+                let a = Arc::try_unwrap(a).unwrap_or_else(|shared| (*shared).clone());
+                if a.dtype() == want {
+                    a
+                } else {
+                    a.cast(want)
+                }
+            }
+        };
+        outs.push(t);
     }
-    Ok(outs)
+    stats.total = start.elapsed();
+    Ok((outs, stats))
+}
+
+/// Bytes held by computed arrays (each array once, however many slots share it).
+fn live_bytes<'a>(values: &[Option<Slot<'a>>], tensors: &[Option<Slot<'a>>]) -> usize {
+    let mut seen: Vec<*const TensorData> = Vec::new();
+    let mut total = 0;
+    for slot in values.iter().chain(tensors).flatten() {
+        if let Slot::Owned(t) = slot {
+            let ptr = Arc::as_ptr(t);
+            if !seen.contains(&ptr) {
+                seen.push(ptr);
+                total += t.nbytes();
+            }
+        }
+    }
+    total
 }
 
 /// Largest single array a plan may allocate, in bytes: `EINC_MAX_BYTES` or 16 GiB.
@@ -183,14 +305,6 @@ pub fn max_bytes() -> f64 {
         .unwrap_or(16.0 * (1u64 << 30) as f64)
 }
 
-fn dtype_bytes(d: DType) -> f64 {
-    match d {
-        DType::F32 => 4.0,
-        DType::F64 | DType::C64 => 8.0,
-        DType::C128 => 16.0,
-    }
-}
-
 /// Refuse plans with a value larger than `limit` bytes (sizes in f64: no overflow).
 pub fn check_memory(plan: &Plan, limit: f64) -> Result<(), ExecError> {
     let p = &plan.program;
@@ -199,7 +313,7 @@ pub fn check_memory(plan: &Plan, limit: f64) -> Result<(), ExecError> {
             continue;
         }
         let elems: f64 = s.indices.iter().map(|&i| p.size(i) as f64).product();
-        let bytes = elems * dtype_bytes(s.dtype);
+        let bytes = elems * dtype_size(s.dtype) as f64;
         if bytes > limit {
             let names: Vec<String> = s
                 .indices
@@ -220,7 +334,9 @@ pub fn check_memory(plan: &Plan, limit: f64) -> Result<(), ExecError> {
 fn args(op: &Op) -> Vec<usize> {
     match op {
         Op::Load { .. } | Op::Const(_) => vec![],
-        Op::Unary { arg } | Op::Reduce { arg, .. } | Op::Store { arg, .. } => vec![arg.0 as usize],
+        Op::Unary { arg } | Op::Reduce { arg, .. } | Op::Store { arg, .. } => {
+            vec![arg.0 as usize]
+        }
         Op::Contract { lhs, rhs } => vec![lhs.0 as usize, rhs.0 as usize],
         Op::Elementwise { args, .. } => args.iter().map(|a| a.0 as usize).collect(),
     }
@@ -274,27 +390,26 @@ fn run<T: Scalar>(step: &Step, vs: &[ArrayViewD<'_, T>]) -> ArrayD<T> {
 }
 
 /// Cast the arguments to `dtype` (borrowing when they already have it) and run the step.
-fn with_dtype(dtype: DType, datas: &[&TensorData], step: Step) -> TensorData {
-    let cast: Vec<Cow<TensorData>> = datas
+fn with_dtype(dtype: DType, views: &[TensorView<'_>], step: Step) -> TensorData {
+    let cast: Vec<Option<TensorData>> = views
         .iter()
-        .map(|d| {
-            if d.dtype() == dtype {
-                Cow::Borrowed(*d)
-            } else {
-                Cow::Owned(d.cast(dtype))
-            }
-        })
+        .map(|v| (v.dtype() != dtype).then(|| v.cast(dtype)))
+        .collect();
+    let all: Vec<TensorView<'_>> = views
+        .iter()
+        .zip(&cast)
+        .map(|(v, c)| c.as_ref().map_or_else(|| v.reborrow(), |c| c.view()))
         .collect();
     macro_rules! go {
         ($variant:ident) => {{
-            let views: Vec<_> = cast
+            let typed: Vec<_> = all
                 .iter()
-                .map(|c| match c.as_ref() {
-                    TensorData::$variant(a) => a.view(),
+                .map(|c| match c {
+                    TensorView::$variant(a) => a.clone(),
                     _ => unreachable!("argument was cast to the step dtype"),
                 })
                 .collect();
-            TensorData::$variant(run(&step, &views))
+            TensorData::$variant(run(&step, &typed))
         }};
     }
     match dtype {

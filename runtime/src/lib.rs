@@ -10,5 +10,5 @@ pub mod oracle;
 pub mod reference;
 pub mod value;
 
-pub use exec::{execute, input_ids, ExecError};
-pub use value::TensorData;
+pub use exec::{execute, execute_views, input_ids, ExecError, ExecOptions, ExecStats};
+pub use value::{TensorData, TensorView};

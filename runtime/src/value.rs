@@ -101,3 +101,98 @@ impl From<ArrayD<Complex64>> for TensorData {
         TensorData::C128(a)
     }
 }
+
+/// A borrowed n-dimensional array of one of the four dtypes: how inputs reach the
+/// executor without being copied.
+#[derive(Clone, Debug)]
+pub enum TensorView<'a> {
+    F32(ndarray::ArrayViewD<'a, f32>),
+    F64(ndarray::ArrayViewD<'a, f64>),
+    C64(ndarray::ArrayViewD<'a, Complex32>),
+    C128(ndarray::ArrayViewD<'a, Complex64>),
+}
+
+impl<'a> TensorView<'a> {
+    pub fn dtype(&self) -> DType {
+        match self {
+            TensorView::F32(_) => DType::F32,
+            TensorView::F64(_) => DType::F64,
+            TensorView::C64(_) => DType::C64,
+            TensorView::C128(_) => DType::C128,
+        }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            TensorView::F32(a) => a.shape(),
+            TensorView::F64(a) => a.shape(),
+            TensorView::C64(a) => a.shape(),
+            TensorView::C128(a) => a.shape(),
+        }
+    }
+
+    /// The same view with a shorter lifetime.
+    pub fn reborrow(&self) -> TensorView<'_> {
+        match self {
+            TensorView::F32(a) => TensorView::F32(a.view()),
+            TensorView::F64(a) => TensorView::F64(a.view()),
+            TensorView::C64(a) => TensorView::C64(a.view()),
+            TensorView::C128(a) => TensorView::C128(a.view()),
+        }
+    }
+
+    pub fn to_owned(&self) -> TensorData {
+        match self {
+            TensorView::F32(a) => TensorData::F32(a.to_owned()),
+            TensorView::F64(a) => TensorData::F64(a.to_owned()),
+            TensorView::C64(a) => TensorData::C64(a.to_owned()),
+            TensorView::C128(a) => TensorData::C128(a.to_owned()),
+        }
+    }
+
+    /// Owned copy converted to `to` (see [`TensorData::cast`]).
+    pub fn cast(&self, to: DType) -> TensorData {
+        match (self, to) {
+            (TensorView::F32(a), DType::F32) => TensorData::F32(a.to_owned()),
+            (TensorView::F32(a), DType::F64) => TensorData::F64(a.mapv(f64::from)),
+            (TensorView::F32(a), DType::C64) => TensorData::C64(a.mapv(|x| Complex32::new(x, 0.0))),
+            (TensorView::F32(a), DType::C128) => {
+                TensorData::C128(a.mapv(|x| Complex64::new(f64::from(x), 0.0)))
+            }
+            (TensorView::F64(a), DType::F32) => TensorData::F32(a.mapv(|x| x as f32)),
+            (TensorView::F64(a), DType::F64) => TensorData::F64(a.to_owned()),
+            (TensorView::F64(a), DType::C64) => {
+                TensorData::C64(a.mapv(|x| Complex32::new(x as f32, 0.0)))
+            }
+            (TensorView::F64(a), DType::C128) => {
+                TensorData::C128(a.mapv(|x| Complex64::new(x, 0.0)))
+            }
+            _ => self.to_owned().cast(to),
+        }
+    }
+}
+
+impl TensorData {
+    pub fn view(&self) -> TensorView<'_> {
+        match self {
+            TensorData::F32(a) => TensorView::F32(a.view()),
+            TensorData::F64(a) => TensorView::F64(a.view()),
+            TensorData::C64(a) => TensorView::C64(a.view()),
+            TensorData::C128(a) => TensorView::C128(a.view()),
+        }
+    }
+
+    /// Bytes of element storage.
+    pub fn nbytes(&self) -> usize {
+        self.len() * dtype_size(self.dtype())
+    }
+}
+
+/// Bytes per element.
+pub fn dtype_size(d: DType) -> usize {
+    match d {
+        DType::F32 => 4,
+        DType::F64 | DType::C64 => 8,
+        DType::C128 => 16,
+    }
+}
