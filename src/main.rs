@@ -32,6 +32,8 @@ enum Emit {
     Ir,
     OptIr,
     Plan,
+    /// Self-contained Rust source with one function per output (see docs/emit-cpu.md).
+    Cpu,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -256,6 +258,8 @@ fn compile_cmd(
             s
         }
         Emit::Plan => dump::dump_plan(&compiled.plan),
+        Emit::Cpu => einc_compiler::emit_cpu::emit_cpu(&compiled.plan, &name)
+            .map_err(|e| Error::Runtime(e.to_string()))?,
     })
 }
 

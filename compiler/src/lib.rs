@@ -4,6 +4,7 @@
 //! `pipeline`). `order` is a pure function `(inputs, output, sizes, limits) -> path`,
 //! independent of everything else here.
 pub mod dump;
+pub mod emit_cpu;
 pub mod ir;
 pub mod lower;
 pub mod optimize;

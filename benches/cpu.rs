@@ -1,0 +1,250 @@
+//! CPU execution benchmark: every case of `../shared/workloads/cpu_suite.json` through a
+//! compiled `einc::Expression` at 1 and 2 threads (median of several runs after warm-up),
+//! the `gemm` crate alone on the GEMM-shaped cases, and the cached-call overhead of
+//! `einc::einsum` on a 2×2 matmul. Prints one JSON object per line, for
+//! `benches/cpu.sh` to join with the Python peers' numbers.
+//!
+//! `cargo bench --bench cpu [-- FILTER]`
+
+use einc::{DType, ExecOptions, TensorData, TensorView};
+use ndarray::{ArrayD, IxDyn};
+use num_complex::Complex32;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs `f` until `min_runs` runs and `min_time` have passed (after one warm-up); median ms.
+fn time_ms(mut f: impl FnMut(), min_runs: usize, min_time: Duration) -> f64 {
+    f();
+    let start = Instant::now();
+    let mut times = Vec::new();
+    while times.len() < min_runs || (start.elapsed() < min_time && times.len() < 1000) {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    median(times)
+}
+
+fn values(n: usize, seed: usize) -> Vec<f64> {
+    let mut s = 0x9E37_79B9_7F4A_7C15u64 ^ seed as u64;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        })
+        .collect()
+}
+
+fn make(shape: &[usize], dtype: DType, seed: usize) -> TensorData {
+    let n: usize = shape.iter().product();
+    let v = values(n * 2, seed);
+    let sh = IxDyn(shape);
+    match dtype {
+        DType::F32 => TensorData::F32(
+            ArrayD::from_shape_vec(sh, v[..n].iter().map(|&x| x as f32).collect()).expect("shape"),
+        ),
+        DType::F64 => TensorData::F64(ArrayD::from_shape_vec(sh, v[..n].to_vec()).expect("shape")),
+        DType::C64 => TensorData::C64(
+            ArrayD::from_shape_vec(
+                sh,
+                (0..n)
+                    .map(|i| Complex32::new(v[i] as f32, v[n + i] as f32))
+                    .collect(),
+            )
+            .expect("shape"),
+        ),
+        DType::C128 => TensorData::C128(
+            ArrayD::from_shape_vec(
+                sh,
+                (0..n)
+                    .map(|i| num_complex::Complex64::new(v[i], v[n + i]))
+                    .collect(),
+            )
+            .expect("shape"),
+        ),
+    }
+}
+
+/// Operand shapes of a case: explicit `shapes`, or from `sizes` by label (the note of
+/// `broadcast_ellipsis` spells its shapes out).
+fn shapes(case: &Value) -> Vec<Vec<usize>> {
+    if let Some(s) = case.get("shapes").and_then(|s| s.as_array()) {
+        return s
+            .iter()
+            .map(|d| {
+                d.as_array()
+                    .map(|d| {
+                        d.iter()
+                            .filter_map(|x| x.as_u64())
+                            .map(|x| x as usize)
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
+    }
+    let eq = case["eq"].as_str().unwrap_or("");
+    if eq.contains("...") {
+        // "shapes [16,8,64,64] and [8,64,64]: ellipsis broadcasting"
+        let note = case["note"].as_str().unwrap_or("");
+        return note
+            .split('[')
+            .skip(1)
+            .filter_map(|p| p.split(']').next())
+            .map(|p| p.split(',').filter_map(|d| d.trim().parse().ok()).collect())
+            .collect();
+    }
+    let sizes = &case["sizes"];
+    let lhs = eq.split("->").next().unwrap_or("");
+    lhs.split(',')
+        .map(|t| {
+            t.chars()
+                .map(|c| sizes[c.to_string()].as_u64().unwrap_or(1) as usize)
+                .collect()
+        })
+        .collect()
+}
+
+fn dtype(case: &Value) -> DType {
+    match case["dtype"].as_str().unwrap_or("f32") {
+        "f64" => DType::F64,
+        "c64" => DType::C64,
+        "c128" => DType::C128,
+        _ => DType::F32,
+    }
+}
+
+fn gemm_baseline(m: usize, k: usize, n: usize, threads: usize, dt: DType) -> f64 {
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    macro_rules! go {
+        ($t:ty) => {{
+            let a: Vec<$t> = values(m * k, 1).iter().map(|&x| x as $t).collect();
+            let b: Vec<$t> = values(k * n, 2).iter().map(|&x| x as $t).collect();
+            let mut c: Vec<$t> = vec![0.0; m * n];
+            time_ms(
+                || unsafe {
+                    // SAFETY: row-major m×k, k×n and m×n buffers of exactly those sizes.
+                    gemm::gemm(
+                        m,
+                        n,
+                        k,
+                        c.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        a.as_ptr(),
+                        1,
+                        k as isize,
+                        b.as_ptr(),
+                        1,
+                        n as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        par,
+                    )
+                },
+                5,
+                Duration::from_millis(500),
+            )
+        }};
+    }
+    match dt {
+        DType::F64 => go!(f64),
+        _ => go!(f32),
+    }
+}
+
+fn main() {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/workloads/cpu_suite.json"
+    );
+    let suite: Value = match std::fs::read_to_string(path).map(|t| serde_json::from_str(&t)) {
+        Ok(Ok(v)) => v,
+        _ => {
+            eprintln!("SKIP: {path} not found");
+            return;
+        }
+    };
+    // Cached-call overhead: a 2×2 matmul through einc::einsum, plan cache hot.
+    let a = ndarray::Array2::<f64>::ones((2, 2)).into_dyn();
+    let b = ndarray::Array2::<f64>::ones((2, 2)).into_dyn();
+    let us = time_ms(
+        || {
+            let _ = einc::einsum("ij,jk->ik", &[a.view(), b.view()]);
+        },
+        2000,
+        Duration::from_millis(300),
+    ) * 1e3;
+    println!("{}", json!({"kind": "cached_call_2x2", "us_per_call": us}));
+
+    let cases = suite["cases"].as_array().cloned().unwrap_or_default();
+    for case in cases {
+        let name = case["name"].as_str().unwrap_or("?").to_string();
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
+        let eq = case["eq"].as_str().unwrap_or("");
+        let shapes = shapes(&case);
+        let dt = dtype(&case);
+        let inputs: Vec<TensorData> = shapes
+            .iter()
+            .enumerate()
+            .map(|(k, s)| make(s, dt, k))
+            .collect();
+        let views: Vec<TensorView<'_>> = inputs.iter().map(|t| t.view()).collect();
+        let expr = match einc::compile(eq, &shapes, &vec![dt; shapes.len()]) {
+            Ok(e) => e,
+            Err(e) => {
+                println!(
+                    "{}",
+                    json!({"kind": "case", "name": name, "error": e.to_string()})
+                );
+                continue;
+            }
+        };
+        let flops = expr.compiled().plan.flops();
+        for threads in [1usize, 2] {
+            let ex = expr.clone().with_options(ExecOptions {
+                threads: Some(threads),
+                collect_stats: false,
+            });
+            let ms = time_ms(
+                || {
+                    let _ = ex.run_views(&views);
+                },
+                5,
+                Duration::from_millis(1000),
+            );
+            let mut row = json!({"kind": "case", "name": name, "threads": threads, "einc_ms": ms, "flops": flops});
+            let gemm_shape = match name.as_str() {
+                "matmul_1024_f32" | "matmul_1024_f64" | "matmul_tall_skinny" => {
+                    Some((shapes[0][0], shapes[0][1], shapes[1][1], 1))
+                }
+                "batched_matmul" => Some((shapes[0][1], shapes[0][2], shapes[1][2], shapes[0][0])),
+                "tensordot_3" => Some((shapes[0][0], shapes[0][1] * shapes[0][2], shapes[1][2], 1)),
+                _ => None,
+            };
+            if let Some((m, k, n, batch)) = gemm_shape {
+                let g = gemm_baseline(m, k, n, threads, dt) * batch as f64;
+                row["gemm_crate_ms"] = json!(g);
+            }
+            println!("{row}");
+        }
+    }
+}

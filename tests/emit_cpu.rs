@@ -1,0 +1,143 @@
+//! `einc compile --emit cpu`: the emitted Rust source of every real-valued `tests/data/ok`
+//! program compiles with `rustc` and computes what the IR oracle computes.
+
+use einc::{CompileConfig, DType, TensorData};
+use ndarray::{ArrayD, IxDyn};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+use std::process::Command;
+
+use einc_compiler::emit_cpu::ident;
+
+/// The same deterministic inputs for the emitted program and the oracle.
+fn value(t: usize, seed: usize) -> f64 {
+    (((t * 7 + seed * 13) % 17) as f64 - 8.0) / 8.0
+}
+
+#[test]
+fn emitted_cpu_source_compiles_and_matches_the_oracle() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ok");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("ok dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    let tmp = std::env::temp_dir().join(format!("einc-emit-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let mut checked = Vec::new();
+    for path in files {
+        let source = std::fs::read_to_string(&path).expect("read");
+        let program = einc::Program::parse(&path.display().to_string(), &source).expect("parses");
+        let compiled = program
+            .compile(&BTreeMap::new(), &CompileConfig::default())
+            .expect("compiles");
+        let plan = &compiled.plan;
+        let p = &plan.program;
+        if p.tensors.iter().any(|(_, t)| t.dtype.is_complex()) {
+            continue;
+        }
+        let code = einc_compiler::emit_cpu::emit_cpu(plan, "test").expect("emits");
+        // A main() that builds the inputs, calls every output function, prints the values.
+        let mut main = String::from("\nfn main() {\n");
+        let mut oracle_inputs = Vec::new();
+        for (k, (_, t)) in p.inputs().enumerate() {
+            let shape: Vec<usize> = t.axes.iter().map(|&a| p.size(a) as usize).collect();
+            let n: usize = shape.iter().product();
+            let ty = if t.dtype == DType::F32 { "f32" } else { "f64" };
+            let vals: Vec<String> = (0..n).map(|i| format!("{:?}", value(i, k))).collect();
+            let _ = writeln!(
+                main,
+                "    let {}: Vec<{ty}> = vec![{}];",
+                ident(&t.name),
+                vals.iter()
+                    .map(|v| format!("{v} as {ty}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let data: Vec<f64> = (0..n).map(|i| value(i, k)).collect();
+            let arr = ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape");
+            oracle_inputs.push(if t.dtype == DType::F32 {
+                TensorData::F32(arr.mapv(|x| x as f32))
+            } else {
+                TensorData::F64(arr)
+            });
+        }
+        for &o in &p.outputs {
+            let t = &p.tensors[o];
+            let n: u64 = t.axes.iter().map(|&a| p.size(a)).product();
+            let ty = if t.dtype == DType::F32 { "f32" } else { "f64" };
+            let f = ident(&t.name);
+            // Only the inputs the output needs are parameters: find them in the signature.
+            let sig = code
+                .lines()
+                .find(|l| l.starts_with(&format!("pub fn {f}(")))
+                .expect("function");
+            let args: Vec<String> = sig
+                .trim_start_matches(&format!("pub fn {f}("))
+                .split(", ")
+                .filter_map(|a| a.split(':').next())
+                .filter(|a| *a != "out")
+                .map(|a| format!("&{a}"))
+                .collect();
+            let _ = writeln!(main, "    let mut r_{f} = vec![0.0 as {ty}; {n}];");
+            let mut call_args = args.clone();
+            call_args.push(format!("&mut r_{f}"));
+            let _ = writeln!(main, "    {f}({});", call_args.join(", "));
+            let _ = writeln!(main, "    for x in &r_{f} {{ println!(\"{{:e}}\", x); }}");
+        }
+        main.push_str("}\n");
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let src = tmp.join(format!("{name}.rs"));
+        std::fs::write(&src, format!("{code}{main}")).expect("write");
+        let exe = tmp.join(&name);
+        let out = Command::new("rustc")
+            .args(["--edition", "2021", "-O", "-o"])
+            .arg(&exe)
+            .arg(&src)
+            .output()
+            .expect("rustc runs");
+        assert!(
+            out.status.success(),
+            "{name}: emitted source does not compile:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let run = Command::new(&exe).output().expect("run emitted");
+        assert!(run.status.success(), "{name}: emitted program failed");
+        let got: Vec<f64> = String::from_utf8_lossy(&run.stdout)
+            .lines()
+            .map(|l| l.trim().parse().expect("number"))
+            .collect();
+        let want: Vec<f64> = einc_runtime::oracle::evaluate(&compiled.ir, &oracle_inputs)
+            .iter()
+            .flat_map(|a| a.iter().map(|z| z.re).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(got.len(), want.len(), "{name}: output sizes");
+        let tol = if p.tensors.iter().any(|(_, t)| t.dtype == DType::F32) {
+            1e-4
+        } else {
+            1e-10
+        };
+        let scale = want
+            .iter()
+            .filter(|x| x.is_finite())
+            .fold(1.0f64, |m, x| m.max(x.abs()));
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                g == w || (g - w).abs() <= tol * scale || (g.is_nan() && w.is_nan()),
+                "{name}: {g} vs oracle {w}"
+            );
+        }
+        checked.push(name);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    println!("emitted, compiled and checked: {}", checked.join(", "));
+    assert!(
+        checked.len() >= 5,
+        "only {} programs checked",
+        checked.len()
+    );
+}
