@@ -193,7 +193,12 @@ fn main() {
     ) * 1e3;
     println!("{}", json!({"kind": "cached_call_2x2", "us_per_call": us}));
 
-    let cases = suite["cases"].as_array().cloned().unwrap_or_default();
+    // The suite is a list of cases (or an object with "cases").
+    let cases = suite
+        .as_array()
+        .or_else(|| suite["cases"].as_array())
+        .cloned()
+        .unwrap_or_default();
     for case in cases {
         let name = case["name"].as_str().unwrap_or("?").to_string();
         if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {

@@ -52,7 +52,7 @@ flt = sys.argv[2] if len(sys.argv) > 2 else None
 print(json.dumps({"kind": "peers_env", "threads": threads, "numpy": np.__version__, "opt_einsum": oe.__version__,
                   "torch": getattr(torch, "__version__", None), "blas": blas}))
 rng = np.random.default_rng(0)
-for case in suite["cases"]:
+for case in (suite["cases"] if isinstance(suite, dict) else suite):
     if flt and flt not in case["name"]:
         continue
     dt = DT[case["dtype"]]

@@ -96,10 +96,14 @@ pub fn plan(p: &Program, cfg: &PlanConfig) -> Result<Plan, PlanError> {
         steps: Vec::new(),
         memo: BTreeMap::new(),
         permuted: Vec::new(),
+        root: None,
         notes: Vec::new(),
     };
     for s in &p.stmts {
         let dtype = p.tensors[s.target].dtype;
+        // The statement's root product writes its last contraction straight in the
+        // left-hand side's order, saving a permutation pass over the result.
+        b.root = Some((s.value, s.indices.clone()));
         let v = b.expr(s.value)?;
         let v = b.permute(v, &s.indices, dtype);
         b.push(
@@ -125,6 +129,8 @@ struct Builder<'a> {
     cfg: &'a PlanConfig,
     steps: Vec<Step>,
     memo: BTreeMap<ExprId, ValueId>,
+    /// The statement root being planned and the axis order its result should have.
+    root: Option<(ExprId, Vec<IndexId>)>,
     /// Permutations already emitted: (value, wanted indices, dtype) → value.
     permuted: Vec<(ValueId, Vec<IndexId>, DType, ValueId)>,
     notes: Vec<String>,
@@ -189,7 +195,11 @@ impl Builder<'_> {
                     .map(|&f| self.expr(f))
                     .collect::<Result<Vec<_>, _>>()?;
                 let free = self.p.free(e);
-                self.product(&vals, summed, &free, dtype)?
+                let want = match &self.root {
+                    Some((r, w)) if *r == e => Some(w.clone()),
+                    _ => None,
+                };
+                self.product(&vals, summed, &free, dtype, want.as_deref())?
             }
             Expr::Add(args) => {
                 let vals = args
@@ -266,6 +276,7 @@ impl Builder<'_> {
         summed: &[IndexId],
         free: &[IndexId],
         dtype: DType,
+        want: Option<&[IndexId]>,
     ) -> Result<ValueId, PlanError> {
         // Per-factor preprocessing: drop repeated labels (diagonal) and sum indices that
         // are summed here and used by no other factor.
@@ -326,6 +337,14 @@ impl Builder<'_> {
                     free.contains(i) || live.iter().any(|&w| self.value(w).indices.contains(i));
                 if needed {
                     keep.push(*i);
+                }
+            }
+            // The last contraction of a statement's root writes in the wanted order.
+            if live.is_empty() {
+                if let Some(w) = want {
+                    if w.len() == keep.len() && w.iter().all(|i| keep.contains(i)) {
+                        keep = w.to_vec();
+                    }
                 }
             }
             let flops = info.steps.get(k).map(|s| s.flops).unwrap_or(0.0);

@@ -161,13 +161,15 @@ pub fn contract_pair<T: Scalar>(
 
     let work = job.m * job.n * k;
     let count = walk.count();
-    let threads = rayon::current_num_threads();
-    if threads > 1
-        && count >= 2 * threads
-        && work < GEMM_PAR
-        && count.saturating_mul(work) >= BATCH_PAR_WORK
-    {
+    if work == 1 {
+        // Pure Hadamard: one multiply per batch element. Per-element GEMM calls cost
+        // ~15 ns each; a strided loop over the innermost batch axis vectorises.
+        // SAFETY: the walk's offsets address elements of a, b and dst (see `Job::run`);
+        // dst is fresh and each offset is written once.
+        unsafe { hadamard(&walk, &job) };
+    } else if threads_ok(count, work) {
         // Many small products: spread whole batches over threads.
+        let threads = rayon::current_num_threads();
         let chunks = (4 * threads).min(count);
         let per = count.div_ceil(chunks);
         (0..chunks).into_par_iter().for_each(|c| {
@@ -195,6 +197,59 @@ pub fn contract_pair<T: Scalar>(
         let perm: Vec<usize> = out_idx.iter().map(|&l| pos(&dst_idx, l)).collect();
         to_standard(dst.view().permuted_axes(perm))
     }
+}
+
+/// Whether many small products should be spread over threads.
+fn threads_ok(count: usize, work: usize) -> bool {
+    let threads = rayon::current_num_threads();
+    threads > 1
+        && count >= 2 * threads
+        && work < GEMM_PAR
+        && count.saturating_mul(work) >= BATCH_PAR_WORK
+}
+
+/// `dst[i] = a[i] * b[i]` over every batch offset of `walk` (m = n = k = 1).
+///
+/// # Safety
+/// As for [`Job::run`], for every offset of `walk`.
+unsafe fn hadamard<T: Scalar>(walk: &BatchWalk, job: &Job<T>) {
+    let nd = walk.lens.len();
+    if nd == 0 {
+        // SAFETY: a single element at offset 0 of each array.
+        unsafe { *job.d = *job.a * *job.b };
+        return;
+    }
+    let (inner, st) = (walk.lens[nd - 1], walk.strides[nd - 1]);
+    let outer = BatchWalk {
+        lens: walk.lens[..nd - 1].to_vec(),
+        strides: walk.strides[..nd - 1].to_vec(),
+    };
+    outer.run(0, outer.count(), |off| {
+        let (a, b, d) = (
+            job.a.wrapping_offset(off[0]),
+            job.b.wrapping_offset(off[1]),
+            job.d.wrapping_offset(off[2]),
+        );
+        if st == [1, 1, 1] {
+            // SAFETY: `inner` consecutive elements from each base lie inside the arrays
+            // (the walk's innermost axis has unit strides), and dst does not alias a or b.
+            let (a, b, d) = unsafe {
+                (
+                    std::slice::from_raw_parts(a, inner),
+                    std::slice::from_raw_parts(b, inner),
+                    std::slice::from_raw_parts_mut(d, inner),
+                )
+            };
+            for ((d, &x), &y) in d.iter_mut().zip(a).zip(b) {
+                *d = x * y;
+            }
+        } else {
+            for i in 0..inner as isize {
+                // SAFETY: i < inner along the walk's innermost axis of each array.
+                unsafe { *d.offset(i * st[2]) = *a.offset(i * st[0]) * *b.offset(i * st[1]) };
+            }
+        }
+    });
 }
 
 fn pos(idx: &[u32], l: u32) -> usize {
@@ -403,10 +458,41 @@ impl<T: Scalar> Job<T> {
         };
         // SAFETY: forwarded from this function's contract.
         unsafe {
-            if self.m * self.n * self.k <= SMALL_GEMM {
+            if self.k == 1 {
+                // An outer product: GEMM packing costs more than the products themselves.
+                outer_product(&call)
+            } else if self.m * self.n * self.k <= SMALL_GEMM {
                 naive_gemm(&call)
             } else {
                 T::gemm(&call)
+            }
+        }
+    }
+}
+
+/// `dst[i, j] = lhs[i, 0] * rhs[0, j]`, row by row (vectorised when rows are contiguous).
+///
+/// # Safety
+/// The contract of [`Scalar::gemm`], with `k == 1`.
+unsafe fn outer_product<T: Scalar>(c: &GemmCall<T>) {
+    for i in 0..c.m as isize {
+        // SAFETY: row i of lhs and of dst lie within the m×1 and m×n shapes.
+        let (x, d) = unsafe { (*c.lhs.offset(i * c.lhs_rs), c.dst.offset(i * c.dst_rs)) };
+        if c.dst_cs == 1 && c.rhs_cs == 1 {
+            // SAFETY: n consecutive elements of the destination row and of rhs's only row.
+            let (d, r) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(d, c.n),
+                    std::slice::from_raw_parts(c.rhs, c.n),
+                )
+            };
+            for (d, &y) in d.iter_mut().zip(r) {
+                *d = x * y;
+            }
+        } else {
+            for j in 0..c.n as isize {
+                // SAFETY: (i, j) within the m×n destination, (0, j) within rhs.
+                unsafe { *d.offset(j * c.dst_cs) = x * *c.rhs.offset(j * c.rhs_cs) };
             }
         }
     }

@@ -12,6 +12,7 @@
 
 pub mod contract;
 pub mod elementwise;
+pub mod permute;
 pub mod scalar;
 pub mod unary;
 

@@ -2,7 +2,7 @@
 //! broadcasting and scaling.
 
 use super::Scalar;
-use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, RawArrayView, ShapeBuilder, Zip};
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, ShapeBuilder};
 
 /// One-operand einsum `a[a_idx] -> out[out_idx]`.
 ///
@@ -55,9 +55,7 @@ pub fn scale<T: Scalar>(a: ArrayViewD<T>, s: T) -> ArrayD<T> {
 
 /// Copies a view into a fresh array in standard layout.
 pub(crate) fn to_standard<T: Scalar>(v: ArrayViewD<T>) -> ArrayD<T> {
-    // `as_standard_layout` borrows when `v` already is standard, so
-    // `into_owned` then copies it as-is; otherwise it copies in logical order.
-    v.as_standard_layout().into_owned()
+    super::permute::to_standard(v)
 }
 
 /// Reorders the axes of `a` to follow `out_idx`, inserting length-1 axes for
@@ -198,29 +196,84 @@ pub(crate) fn reduce_labels<T: Scalar, F: Fn(&mut T, T)>(
     for (o, &p) in pos.iter().enumerate() {
         acc_strides[p] = out.strides()[o] as usize;
     }
-    // Put the most contiguous axis of `d` last: Zip runs its inner loop there.
+    // Put the most contiguous axis of `d` last, then merge neighbouring axes that are
+    // one progression in both `d` and the accumulator, so the inner loop is long.
     let mut order: Vec<usize> = (0..labels.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(d.strides()[i].unsigned_abs()));
-    let shape: Vec<usize> = order.iter().map(|&i| d.len_of(Axis(i))).collect();
-    let strides: Vec<usize> = order.iter().map(|&i| acc_strides[i]).collect();
-    let d = d.permuted_axes(order);
-    let ptr = out.as_mut_ptr();
-    // A read-only raw view is used because ndarray (rightly) refuses mutable
-    // views whose strides alias; the writes below go through `*mut` casts of
-    // `ptr`, which came from `as_mut_ptr` and so may be written through.
-    // SAFETY: `out` is standard layout with the non-negative strides copied
-    // above; each output axis of `d` has the same length as in `out` and
-    // reduced axes have stride 0, so every pointer the view forms is an element
-    // of `out`. `out` is not touched otherwise until the loop ends.
-    let acc = unsafe {
-        RawArrayView::from_shape_ptr(IxDyn(&shape).strides(IxDyn(&strides)), ptr as *const T)
+    let mut dims: Vec<(usize, isize, isize)> = Vec::new(); // (len, stride in d, stride in out)
+    for &i in &order {
+        let (n, sd, so) = (d.len_of(Axis(i)), d.strides()[i], acc_strides[i] as isize);
+        if n == 1 {
+            continue;
+        }
+        match dims.last_mut() {
+            Some((pn, psd, pso)) if *psd == sd * n as isize && *pso == so * n as isize => {
+                *pn *= n;
+                *psd = sd;
+                *pso = so;
+            }
+            _ => dims.push((n, sd, so)),
+        }
+    }
+    let src = d.as_ptr();
+    let dst = out.as_mut_ptr();
+    let Some(&(inner, isd, iso)) = dims.last() else {
+        // Every axis has length 1: one element.
+        // SAFETY: both arrays hold at least one element (checked non-empty above).
+        unsafe { f(&mut *dst, *src) };
+        return out;
     };
-    Zip::from(acc).and(&d).for_each(|p, &x| {
-        // SAFETY: `p` points into `out` (see above); the loop is sequential and
-        // no other reference to that element exists while it is updated.
-        unsafe { f(&mut *(p as *mut T), x) }
-    });
-    out
+    let outer = &dims[..dims.len() - 1];
+    let mut idx = vec![0usize; outer.len()];
+    // SAFETY: offsets are Σ i_a·stride_a with i_a < len_a: elements of `d`, and of `out`
+    // (reduced axes have accumulator stride 0; kept axes carry out's own strides, and
+    // `out` is standard layout with exactly these lengths). `out` is written only here.
+    unsafe {
+        loop {
+            let (mut od, mut oo) = (0isize, 0isize);
+            for (&i, &(_, sd, so)) in idx.iter().zip(outer) {
+                od += i as isize * sd;
+                oo += i as isize * so;
+            }
+            let (s, o) = (src.offset(od), dst.offset(oo));
+            if iso == 0 {
+                // Reduced inner axis: fold a row into one accumulator.
+                let acc = &mut *o;
+                if isd == 1 {
+                    for &x in std::slice::from_raw_parts(s, inner) {
+                        f(acc, x);
+                    }
+                } else {
+                    for j in 0..inner as isize {
+                        f(acc, *s.offset(j * isd));
+                    }
+                }
+            } else if isd == 1 && iso == 1 {
+                // Kept inner axis, both contiguous: an elementwise row update.
+                let row = std::slice::from_raw_parts_mut(o, inner);
+                for (a, &x) in row.iter_mut().zip(std::slice::from_raw_parts(s, inner)) {
+                    f(a, x);
+                }
+            } else {
+                for j in 0..inner as isize {
+                    f(&mut *o.offset(j * iso), *s.offset(j * isd));
+                }
+            }
+            // Odometer over the outer axes.
+            let mut a = outer.len();
+            loop {
+                if a == 0 {
+                    return out;
+                }
+                a -= 1;
+                idx[a] += 1;
+                if idx[a] < outer[a].0 {
+                    break;
+                }
+                idx[a] = 0;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
