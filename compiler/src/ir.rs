@@ -19,6 +19,7 @@ macro_rules! handle {
     ($name:ident, $doc:literal) => {
         #[doc = $doc]
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[repr(transparent)]
         pub struct $name(pub u32);
         impl $name {
             pub fn index(self) -> usize {
@@ -29,6 +30,13 @@ macro_rules! handle {
 }
 
 handle!(IndexId, "Handle of an index in [`Program::indices`].");
+
+/// Index ids as the plain `u32` labels the kernels take, without copying.
+pub fn labels(ids: &[IndexId]) -> &[u32] {
+    // SAFETY: `IndexId` is `repr(transparent)` over `u32`, so a slice of one has the
+    // layout of a slice of the other; the lifetime is carried over unchanged.
+    unsafe { std::slice::from_raw_parts(ids.as_ptr().cast::<u32>(), ids.len()) }
+}
 handle!(TensorId, "Handle of a tensor in [`Program::tensors`].");
 handle!(ExprId, "Handle of an expression in [`Program::exprs`].");
 

@@ -7,7 +7,7 @@
 
 use crate::kernels::{self, Scalar};
 use crate::value::{dtype_size, TensorData, TensorView};
-use einc_compiler::ir::{MapOp, ReduceOp, TensorId};
+use einc_compiler::ir::{labels as ir_labels, MapOp, ReduceOp, TensorId};
 use einc_compiler::plan::{ElemOp, Op, Plan};
 use einc_frontend::ein::ast::DType;
 use einc_frontend::einsum::fmt_shape;
@@ -129,8 +129,14 @@ fn run_plan<'a>(
     let mut tensors: Vec<Option<Slot<'a>>> = vec![None; p.tensors.len()];
     for (&id, data) in ids.iter().zip(inputs) {
         let t = &p.tensors[id];
-        let want: Vec<usize> = t.axes.iter().map(|&a| p.size(a) as usize).collect();
-        if data.shape() != want.as_slice() {
+        let fits = data.shape().len() == t.axes.len()
+            && data
+                .shape()
+                .iter()
+                .zip(&t.axes)
+                .all(|(&n, &a)| n as u64 == p.size(a));
+        if !fits {
+            let want: Vec<usize> = t.axes.iter().map(|&a| p.size(a) as usize).collect();
             return Err(ExecError(format!(
                 "input '{}' has shape {} but {} was expected",
                 t.name,
@@ -157,14 +163,10 @@ fn run_plan<'a>(
     let mut values: Vec<Option<Slot<'a>>> = vec![None; n];
     for (k, s) in plan.steps.iter().enumerate() {
         let t0 = opts.collect_stats.then(Instant::now);
-        let labels = |v: &einc_compiler::plan::ValueId| -> Vec<u32> {
-            plan.steps[v.0 as usize]
-                .indices
-                .iter()
-                .map(|i| i.0)
-                .collect()
+        let labels = |v: &einc_compiler::plan::ValueId| -> &[u32] {
+            ir_labels(&plan.steps[v.0 as usize].indices)
         };
-        let out_idx: Vec<u32> = s.indices.iter().map(|i| i.0).collect();
+        let out_idx: &[u32] = ir_labels(&s.indices);
         let result: Slot<'a> = {
             let get = |v: &einc_compiler::plan::ValueId| -> Result<&Slot<'a>, ExecError> {
                 values[v.0 as usize].as_ref().ok_or_else(|| {
@@ -203,7 +205,7 @@ fn run_plan<'a>(
                 Op::Elementwise { op, args: vs } => {
                     let slots = vs.iter().map(get).collect::<Result<Vec<_>, _>>()?;
                     let views: Vec<TensorView<'_>> = slots.iter().map(|d| d.view()).collect();
-                    let ls: Vec<Vec<u32>> = vs.iter().map(labels).collect();
+                    let ls: Vec<&[u32]> = vs.iter().map(labels).collect();
                     Slot::Owned(Arc::new(with_dtype(
                         s.dtype,
                         &views,
@@ -298,11 +300,15 @@ fn live_bytes<'a>(values: &[Option<Slot<'a>>], tensors: &[Option<Slot<'a>>]) -> 
 /// A plan over the limit is refused before anything is allocated, instead of aborting
 /// the process when the allocation fails.
 pub fn max_bytes() -> f64 {
-    std::env::var("EINC_MAX_BYTES")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|v| *v > 0.0)
-        .unwrap_or(16.0 * (1u64 << 30) as f64)
+    // Read once: the environment lookup would otherwise cost every cached call.
+    static LIMIT: OnceLock<f64> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var("EINC_MAX_BYTES")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|v| *v > 0.0)
+            .unwrap_or(16.0 * (1u64 << 30) as f64)
+    })
 }
 
 /// Refuse plans with a value larger than `limit` bytes (sizes in f64: no overflow).
@@ -364,14 +370,14 @@ fn elem_op(op: ElemOp) -> kernels::MapOp {
 }
 
 /// What to compute once the arguments have the step's dtype.
-enum Step {
-    Unary(Vec<u32>, Vec<u32>),
-    Contract(Vec<u32>, Vec<u32>, Vec<u32>),
-    Elementwise(kernels::MapOp, Vec<Vec<u32>>, Vec<u32>),
-    Reduce(kernels::ReduceOp, Vec<u32>, Vec<u32>),
+enum Step<'s> {
+    Unary(&'s [u32], &'s [u32]),
+    Contract(&'s [u32], &'s [u32], &'s [u32]),
+    Elementwise(kernels::MapOp, Vec<&'s [u32]>, &'s [u32]),
+    Reduce(kernels::ReduceOp, &'s [u32], &'s [u32]),
 }
 
-fn run<T: Scalar>(step: &Step, vs: &[ArrayViewD<'_, T>]) -> ArrayD<T> {
+fn run<T: Scalar>(step: &Step<'_>, vs: &[ArrayViewD<'_, T>]) -> ArrayD<T> {
     match step {
         Step::Unary(al, out) => kernels::unary(vs[0].clone(), al, out),
         Step::Contract(al, bl, out) => {
@@ -382,7 +388,7 @@ fn run<T: Scalar>(step: &Step, vs: &[ArrayViewD<'_, T>]) -> ArrayD<T> {
                 // Unary maps keep their argument's labels; `out` equals them.
                 kernels::map_unary(*op, vs[0].clone())
             } else {
-                kernels::map_binary(*op, vs[0].clone(), &ls[0], vs[1].clone(), &ls[1], out)
+                kernels::map_binary(*op, vs[0].clone(), ls[0], vs[1].clone(), ls[1], out)
             }
         }
         Step::Reduce(op, al, out) => kernels::reduce(*op, vs[0].clone(), al, out),
@@ -390,7 +396,7 @@ fn run<T: Scalar>(step: &Step, vs: &[ArrayViewD<'_, T>]) -> ArrayD<T> {
 }
 
 /// Cast the arguments to `dtype` (borrowing when they already have it) and run the step.
-fn with_dtype(dtype: DType, views: &[TensorView<'_>], step: Step) -> TensorData {
+fn with_dtype(dtype: DType, views: &[TensorView<'_>], step: Step<'_>) -> TensorData {
     let cast: Vec<Option<TensorData>> = views
         .iter()
         .map(|v| (v.dtype() != dtype).then(|| v.cast(dtype)))
