@@ -61,8 +61,15 @@ pub fn to_standard<T: Scalar>(v: ArrayViewD<T>) -> ArrayD<T> {
                     break;
                 }
             }
+        } else if r == 1 {
+            // One strided axis (a diagonal, a reversed or stepped vector): a gather.
+            let (n, st) = dims[0];
+            for i in 0..n {
+                *dst.add(i) = *src.offset(i as isize * st);
+            }
         } else {
-            // Tile the output's last axis (L) against the source's most contiguous axis (P).
+            // Tile the output's last axis (L) against the source's most contiguous other
+            // axis (P); r >= 2 here, so P is not L.
             let (nl, sl) = dims[r - 1];
             let p = (0..r - 1)
                 .min_by_key(|&a| dims[a].1.unsigned_abs())
@@ -145,8 +152,42 @@ mod tests {
             w.invert_axis(Axis(0));
             assert_eq!(to_standard(w.clone()), w.as_standard_layout().into_owned());
         }
+        // A diagonal of a square matrix: one strided axis (this once wrote out of bounds).
+        let sq = Array::from_shape_fn(IxDyn(&[300, 300]), |ix| (ix[0] * 1000 + ix[1]) as f64);
+        let diag = crate::kernels::unary::unary(sq.view(), &[0, 0], &[0]);
+        assert_eq!(
+            diag.iter().copied().collect::<Vec<_>>(),
+            (0..300).map(|i| (i * 1001) as f64).collect::<Vec<_>>()
+        );
+        let rev = sq
+            .slice(ndarray::s![.., 5])
+            .into_dyn()
+            .slice_each_axis(|_| Slice::new(0, None, -3))
+            .to_owned();
+        let rv = sq.slice(ndarray::s![.., 5]).into_dyn();
+        let rv = rv.slice_each_axis(|_| Slice::new(0, None, -3));
+        assert_eq!(to_standard(rv), rev);
         let b = Array::from_shape_fn(IxDyn(&[1, 40, 1, 50]), |ix| (ix[1] * 100 + ix[3]) as f32);
         let v = b.view().permuted_axes(IxDyn(&[3, 2, 1, 0]));
         assert_eq!(to_standard(v.clone()), v.as_standard_layout().into_owned());
+    }
+
+    /// Random ranks, lengths, permutations and steps (±1, ±2), large enough to take the
+    /// fast paths, against ndarray's own copy.
+    #[test]
+    fn random_strided_views_match_ndarray() {
+        use crate::kernels::test_util::{embedded_view, random_storage, Rng};
+        let mut rng = Rng(7);
+        for _ in 0..400 {
+            let rank = 1 + rng.below(4);
+            let shape: Vec<usize> = (0..rank).map(|_| 1 + rng.below(12)).collect();
+            let (st, emb) = random_storage::<f64>(&shape, &mut rng);
+            let v = embedded_view(&st, &emb);
+            assert_eq!(
+                to_standard(v.clone()),
+                v.as_standard_layout().into_owned(),
+                "shape {shape:?}"
+            );
+        }
     }
 }
