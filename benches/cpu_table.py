@@ -1,0 +1,41 @@
+"""Joins benches/cpu.rs output with the Python peers' into the markdown table of
+docs/benchmarks.md. Usage: cpu_table.py DIR (the folder benches/cpu.sh writes)."""
+import json, sys, math, glob, os
+out = sys.argv[1]
+einc = [json.loads(l) for l in open(f"{out}/einc.jsonl")]
+peers = {}
+env = []
+for f in sorted(glob.glob(f"{out}/peers_*.jsonl")):
+    for l in open(f):
+        r = json.loads(l)
+        if r["kind"] == "peers":
+            peers[(r["name"], r["threads"])] = r
+        else:
+            env.append(r)
+for r in einc:
+    if r["kind"] == "cached_call_2x2":
+        print(f"cached einc::einsum call, 2x2 f64 matmul: {r['us_per_call']:.2f} us per call; "
+              f"compiled Expression::run {r.get('us_compiled_expression', float('nan')):.2f} us; "
+              f"contract_pair kernel alone {r.get('us_kernel_only', float('nan')):.2f} us; "
+              f"overhead beyond the kernel {r.get('us_overhead_beyond_kernel', float('nan')):.2f} us\n")
+print("| case | threads | einc ms | numpy ms | opt_einsum ms | torch ms | best peer / einc | einc GFLOP/s | gemm crate ms | einc / gemm speed |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+speedups_np, wins, total = [], 0, 0
+for r in einc:
+    if r["kind"] != "case" or "einc_ms" not in r:
+        continue
+    p = peers.get((r["name"], r["threads"]), {})
+    cand = [p.get(k) for k in ("numpy_ms", "opt_einsum_ms", "torch_ms") if p.get(k)]
+    best = min(cand) if cand else float("nan")
+    ratio = best / r["einc_ms"]
+    total += 1
+    wins += ratio > 1.0
+    if p.get("numpy_ms"):
+        speedups_np.append(p["numpy_ms"] / r["einc_ms"])
+    g = r.get("gemm_crate_ms")
+    f = lambda x: f"{x:.3f}" if isinstance(x, (int, float)) else "—"
+    print(f"| {r['name']} | {r['threads']} | {f(r['einc_ms'])} | {f(p.get('numpy_ms'))} | {f(p.get('opt_einsum_ms'))} | {f(p.get('torch_ms'))} | {ratio:.2f} | {r['flops']/r['einc_ms']/1e6:.1f} | {f(g)} | {f(g / r['einc_ms']) if g else '—'} |")
+gm = math.exp(sum(map(math.log, speedups_np)) / len(speedups_np)) if speedups_np else float("nan")
+print(f"\neinc faster than the best peer in {wins} of {total} (case, threads) rows; geometric-mean speed-up over numpy.einsum(optimize='optimal'): {gm:.2f}x")
+for e in env:
+    print(f"peers at {e['threads']} thread(s): numpy {e['numpy']}, opt_einsum {e['opt_einsum']}, torch {e['torch']}, BLAS {e['blas']}")
