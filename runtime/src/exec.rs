@@ -80,8 +80,11 @@ impl Slot<'_> {
     }
 }
 
+/// Thread pools already built, by thread count.
+type Pools = Vec<(usize, Arc<rayon::ThreadPool>)>;
+
 fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
-    static POOLS: OnceLock<Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>>> = OnceLock::new();
+    static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
     let pools = POOLS.get_or_init(|| Mutex::new(Vec::new()));
     let mut guard = pools.lock().ok()?;
     if let Some((_, p)) = guard.iter().find(|(n, _)| *n == threads) {
