@@ -3,16 +3,16 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use einc::{Error, ExecOptions, Optimizer, TensorData};
 use einc_compiler::dump;
-use einc_compiler::order::{self, Limits};
+use einc_compiler::order::Limits;
 use einc_compiler::pipeline::CompileConfig;
 use einc_compiler::plan::PlanConfig;
-use einc_frontend::einsum;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod npy;
+mod path_cmd;
 mod stats;
 
 #[derive(Parser)]
@@ -99,21 +99,8 @@ enum Cmd {
         #[arg(long)]
         threads: Option<usize>,
     },
-    /// Find a contraction order for an einsum equation.
-    Path {
-        #[arg(allow_hyphen_values = true)]
-        equation: String,
-        /// Operand shapes: `2x3,3x4` (an empty entry is a scalar).
-        #[arg(long)]
-        shapes: String,
-        #[arg(long, value_enum, default_value = "auto")]
-        optimizer: OptArg,
-        /// Largest intermediate allowed, in elements.
-        #[arg(long)]
-        memory_limit: Option<f64>,
-        #[arg(long)]
-        json: bool,
-    },
+    /// Find a contraction order for an einsum equation or an einsum-benchmark instance.
+    Path(path_cmd::PathArgs),
 }
 
 fn main() -> ExitCode {
@@ -182,13 +169,7 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
                 )),
             }
         }
-        Cmd::Path {
-            equation,
-            shapes,
-            optimizer,
-            memory_limit,
-            json,
-        } => path_cmd(&equation, &shapes, optimizer.get(), memory_limit, json),
+        Cmd::Path(args) => path_cmd::run(args),
     }
 }
 
@@ -341,94 +322,4 @@ fn run_program(
         }
     }
     Ok(())
-}
-
-fn path_cmd(
-    eq: &str,
-    shapes: &str,
-    optimizer: Optimizer,
-    memory_limit: Option<f64>,
-    json: bool,
-) -> Result<(), Error> {
-    let shapes = parse_shapes(shapes)?;
-    let parsed = einsum::parse(eq).map_err(|d| Error::user(d, "equation", eq))?;
-    let r = einsum::resolve(&parsed, &shapes).map_err(|d| Error::user(d, "equation", eq))?;
-    // Each operand's distinct labels, as opt_einsum's contract_path sees them, so that
-    // flops follow its opt_cost convention (indices private to one operand are summed in
-    // that operand's first contraction).
-    let inputs: Vec<Vec<u32>> = r
-        .operands
-        .iter()
-        .map(|ops| {
-            let mut v: Vec<u32> = Vec::new();
-            for &i in ops {
-                if !v.contains(&(i as u32)) {
-                    v.push(i as u32);
-                }
-            }
-            v
-        })
-        .collect();
-    let output: Vec<u32> = r.output.iter().map(|&i| i as u32).collect();
-    let sizes: Vec<u64> = r.indices.iter().map(|i| i.size as u64).collect();
-    let limits = Limits {
-        memory_limit,
-        ..Limits::default()
-    };
-    let t0 = std::time::Instant::now();
-    let info = order::search(&inputs, &output, &sizes, optimizer, &limits)
-        .map_err(|e| Error::Runtime(e.to_string()))?;
-    let secs = t0.elapsed().as_secs_f64();
-    if json {
-        let path: Vec<serde_json::Value> = info
-            .path
-            .pairs
-            .iter()
-            .map(|&(a, b)| serde_json::json!([a, b]))
-            .collect();
-        let obj = serde_json::json!({
-            "equation": eq,
-            "optimizer": info.optimizer.name(),
-            "path": path,
-            "flops": info.flops,
-            "largest_intermediate": info.largest_intermediate,
-            "search_seconds": secs,
-        });
-        println!("{obj}");
-    } else {
-        println!("equation: {eq}");
-        println!("optimizer: {}", info.optimizer.name());
-        let pairs: Vec<String> = info
-            .path
-            .pairs
-            .iter()
-            .map(|(a, b)| format!("({a}, {b})"))
-            .collect();
-        println!("path: [{}]", pairs.join(", "));
-        println!("flops: {}", dump::fmt_num(info.flops));
-        println!(
-            "largest intermediate: {}",
-            dump::fmt_num(info.largest_intermediate)
-        );
-        println!("search seconds: {secs:.6}");
-    }
-    Ok(())
-}
-
-fn parse_shapes(s: &str) -> Result<Vec<Vec<usize>>, Error> {
-    s.split(',')
-        .map(|t| {
-            let t = t.trim();
-            if t.is_empty() {
-                return Ok(Vec::new());
-            }
-            t.split(['x', 'X', '×'])
-                .map(|d| {
-                    d.trim().parse::<usize>().map_err(|_| {
-                        Error::Runtime(format!("--shapes: '{d}' in '{t}' is not a dimension size"))
-                    })
-                })
-                .collect()
-        })
-        .collect()
 }

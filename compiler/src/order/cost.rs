@@ -52,7 +52,10 @@ pub(crate) fn evaluate_problem(p: &Problem, path: &Path) -> Result<PathInfo, Ord
         flops: 0.0,
         cost: 0.0,
         largest_intermediate: 0.0,
+        write: 0.0,
         steps: Vec::with_capacity(expected),
+        slicing: None,
+        trials: 0,
         notes: Vec::new(),
     };
     for (step, (&pair, &(a, b))) in path.pairs.iter().zip(&ssa_pairs).enumerate() {
@@ -93,6 +96,7 @@ pub(crate) fn evaluate_problem(p: &Problem, path: &Path) -> Result<PathInfo, Ord
         info.flops += flops;
         info.cost += cost;
         info.largest_intermediate = info.largest_intermediate.max(size);
+        info.write += size;
         let to_labels = |v: &[usize]| v.iter().map(|&l| p.labels[l]).collect::<Vec<_>>();
         info.steps.push(StepInfo {
             pair,

@@ -24,6 +24,7 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::{OrderError, Problem};
 
@@ -81,7 +82,7 @@ struct Greedy<'a> {
     /// Interned label sets ("keys", sorted dense labels) and their sizes.
     key_labels: Vec<Vec<usize>>,
     key_size: Vec<f64>,
-    key_index: HashMap<Vec<usize>, usize>,
+    key_index: HashMap<Vec<usize>, usize, BuildHasherDefault<FxHasher>>,
     /// SSA id of the live tensor holding each key (opt_einsum's `remaining`).
     live: Vec<Option<usize>>,
     /// Live keys holding each non-output label (`dim_to_keys`).
@@ -91,6 +92,9 @@ struct Greedy<'a> {
     next_id: usize,
     stamp: Vec<usize>,
     stamp_gen: usize,
+    /// Scratch buffers reused across steps.
+    cur: Vec<usize>,
+    k2s: Vec<usize>,
 }
 
 impl<'a> Greedy<'a> {
@@ -111,7 +115,7 @@ impl<'a> Greedy<'a> {
             out,
             key_labels: Vec::new(),
             key_size: Vec::new(),
-            key_index: HashMap::new(),
+            key_index: HashMap::with_capacity_and_hasher(4 * n, Default::default()),
             live: Vec::new(),
             dim_keys: vec![Vec::new(); n_labels],
             queue: BinaryHeap::new(),
@@ -119,6 +123,8 @@ impl<'a> Greedy<'a> {
             next_id: n,
             stamp: Vec::new(),
             stamp_gen: 0,
+            cur: Vec::new(),
+            k2s: Vec::new(),
         }
     }
 
@@ -161,9 +167,9 @@ impl<'a> Greedy<'a> {
 
     /// opt_einsum's `_get_candidate`: the result keeps output labels, shared
     /// labels still held by a third key, and one-sided labels held elsewhere.
-    fn candidate(&self, k1: usize, k2: usize) -> (Cand, Vec<usize>) {
+    fn candidate(&self, k1: usize, k2: usize, k12: &mut Vec<usize>) -> Cand {
         let (a, b) = (&self.key_labels[k1], &self.key_labels[k2]);
-        let mut k12 = Vec::with_capacity(a.len() + b.len());
+        k12.clear();
         let (mut i, mut j) = (0, 0);
         while i < a.len() || j < b.len() {
             let (l, both) = match (a.get(i), b.get(j)) {
@@ -191,32 +197,39 @@ impl<'a> Greedy<'a> {
                 k12.push(l);
             }
         }
-        let cost = self.p.size_of(&k12) - self.key_size[k1] - self.key_size[k2];
+        let cost = self.p.size_of(k12) - self.key_size[k1] - self.key_size[k2];
         let (mut k1, mut k2) = (k1, k2);
         let (mut id1, mut id2) = (self.id(k1), self.id(k2));
         if id1 > id2 {
             std::mem::swap(&mut k1, &mut k2);
             std::mem::swap(&mut id1, &mut id2);
         }
-        let cand = Cand {
+        Cand {
             cost,
             id2,
             id1,
             k1,
             k2,
             k12: usize::MAX,
-        };
-        (cand, k12)
+        }
     }
 
     /// Queues the best pair of `k1` with any of `k2s` (`_push_candidate`).
     fn push_best(&mut self, k1: usize, k2s: &[usize]) {
-        let best = k2s
-            .iter()
-            .map(|&k2| self.candidate(k1, k2))
-            .min_by(|x, y| x.0.cmp(&y.0));
-        if let Some((mut cand, labels)) = best {
-            cand.k12 = self.intern(labels);
+        // Two buffers swapped on improvement: no allocation per candidate.
+        let mut cur = std::mem::take(&mut self.cur);
+        let mut best_labels = Vec::new();
+        let mut best: Option<Cand> = None;
+        for &k2 in k2s {
+            let c = self.candidate(k1, k2, &mut cur);
+            if best.as_ref().is_none_or(|b| c < *b) {
+                best = Some(c);
+                std::mem::swap(&mut cur, &mut best_labels);
+            }
+        }
+        self.cur = cur;
+        if let Some(mut cand) = best {
+            cand.k12 = self.intern(best_labels);
             self.queue.push(Reverse(cand));
         }
     }
@@ -286,7 +299,8 @@ impl<'a> Greedy<'a> {
             }
             self.stamp_gen += 1;
             self.stamp[k12] = self.stamp_gen;
-            let mut k2s = Vec::new();
+            let mut k2s = std::mem::take(&mut self.k2s);
+            k2s.clear();
             for &l in &self.key_labels[k12] {
                 for &k in &self.dim_keys[l] {
                     if self.stamp[k] != self.stamp_gen {
@@ -298,6 +312,7 @@ impl<'a> Greedy<'a> {
             if !k2s.is_empty() {
                 self.push_best(k12, &k2s);
             }
+            self.k2s = k2s;
         }
     }
 
@@ -330,6 +345,28 @@ impl<'a> Greedy<'a> {
             id1 = i;
             k1 = k;
         }
+    }
+}
+
+/// The Fx hash (as in rustc): label sets are short runs of small integers,
+/// for which SipHash's DoS resistance only costs time.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, x: usize) {
+        self.write_u64(x as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

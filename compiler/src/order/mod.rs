@@ -30,18 +30,29 @@
 //! operands (hyperedges), in the output or not, and operands may be scalars.
 
 mod cost;
+mod driver;
 mod greedy;
+mod hyper;
 mod optimal;
+mod partition;
+mod rgreedy;
+mod rng;
+mod slicing;
 mod ssa;
+mod tree;
 
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
 
 pub use cost::evaluate;
+pub use driver::default_trials;
 pub use optimal::MAX_OPTIMAL_INPUTS;
+pub use slicing::Slicing;
 pub use ssa::{linear_to_ssa, ssa_to_linear};
 
 /// An index label; its extent is `sizes[label as usize]`.
@@ -54,7 +65,10 @@ pub enum Optimizer {
     Greedy,
     /// Exact minimum of `flops` over every pairwise contraction tree.
     Optimal,
-    /// `Optimal` for small problems, `Greedy` otherwise.
+    /// Randomised search over many greedy and graph-partitioning trials,
+    /// polished by exact subtree reconfiguration (cotengra's hyper search).
+    Hyper,
+    /// `Optimal` for small problems, `Hyper` with a size-scaled budget otherwise.
     Auto,
 }
 
@@ -64,15 +78,21 @@ impl Optimizer {
         match self {
             Optimizer::Greedy => "greedy",
             Optimizer::Optimal => "optimal",
+            Optimizer::Hyper => "hyper",
             Optimizer::Auto => "auto",
         }
     }
 
     /// Parses a name as produced by [`Optimizer::name`] (ASCII case-insensitive).
     pub fn parse(s: &str) -> Option<Optimizer> {
-        [Optimizer::Greedy, Optimizer::Optimal, Optimizer::Auto]
-            .into_iter()
-            .find(|o| o.name().eq_ignore_ascii_case(s.trim()))
+        [
+            Optimizer::Greedy,
+            Optimizer::Optimal,
+            Optimizer::Hyper,
+            Optimizer::Auto,
+        ]
+        .into_iter()
+        .find(|o| o.name().eq_ignore_ascii_case(s.trim()))
     }
 }
 
@@ -88,9 +108,22 @@ pub struct Limits {
     /// Maximum number of elements of any intermediate (every step's result,
     /// the final one included). Inputs may be larger: they already exist.
     pub memory_limit: Option<f64>,
-    /// Wall-clock budget for the exact search; past it, `Optimal` falls back
-    /// to `Greedy` and says so in [`PathInfo::notes`]. Greedy ignores it.
+    /// Wall-clock budget. Past it, `Optimal` falls back to `Greedy` and
+    /// `Hyper` stops starting trials; both say so in [`PathInfo::notes`].
+    /// Greedy ignores it.
     pub time_limit: Option<Duration>,
+    /// Seed of the randomised searches (`Hyper`, and `Auto` on large
+    /// problems); a fixed seed and trial count give a fixed result.
+    pub seed: u64,
+    /// Number of `Hyper` trials; `None` picks a default from the problem size.
+    pub trials: Option<usize>,
+    /// With a memory limit, a tree may also meet it by slicing indices: the
+    /// contraction then runs once per slice ([`PathInfo::slicing`]). Off by
+    /// default because executing a sliced tree needs an executor that loops
+    /// over slices.
+    pub allow_slicing: bool,
+    /// Incremented once per finished `Hyper` trial, for progress displays.
+    pub progress: Option<Arc<AtomicUsize>>,
 }
 
 /// opt_einsum "linear" path: each pair `(i, j)` with `i < j` indexes the
@@ -132,7 +165,16 @@ pub struct PathInfo {
     pub cost: f64,
     /// Largest step result in elements; 0 when there is no step.
     pub largest_intermediate: f64,
+    /// Sum of the steps' result sizes in elements (cotengra's
+    /// `contraction_write`); times the element size, the bytes written.
+    pub write: f64,
     pub steps: Vec<StepInfo>,
+    /// Set when the tree meets the memory limit by slicing. `flops`, `cost`
+    /// and `write` then add up all slices, while `largest_intermediate` and
+    /// `steps` describe one slice.
+    pub slicing: Option<Slicing>,
+    /// Randomised trials run (0 for deterministic optimizers).
+    pub trials: usize,
     /// Human-readable remarks, e.g. why the exact search fell back to greedy.
     pub notes: Vec<String>,
 }
@@ -224,57 +266,12 @@ pub fn search(
     limits: &Limits,
 ) -> Result<PathInfo, OrderError> {
     let problem = Problem::new(inputs, output, sizes)?;
-    let limit = match limits.memory_limit {
-        Some(l) if l.is_nan() => return Err(OrderError::InvalidMemoryLimit),
-        // opt_einsum too treats an infinite limit as no limit.
-        Some(l) if l == f64::INFINITY => None,
-        other => other,
-    };
-    let n = problem.inputs.len();
-    let resolved = match optimizer {
-        Optimizer::Auto if n <= AUTO_OPTIMAL_MAX_INPUTS => Optimizer::Optimal,
-        Optimizer::Auto => Optimizer::Greedy,
-        other => other,
-    };
-    if let Some(limit) = limit {
-        // The final result is the output itself: nothing can make it smaller.
-        let out = problem.size_of(&problem.output);
-        if n >= 2 && out > limit {
-            return Err(OrderError::MemoryLimitImpossible {
-                limit,
-                needed: Some(out),
-            });
-        }
-    }
-    let mut notes = Vec::new();
-    let (ssa_path, used) = match resolved {
-        Optimizer::Optimal => {
-            let deadline = limits.time_limit.map(|t| Instant::now() + t);
-            match optimal::optimal(&problem, limit, deadline) {
-                optimal::Outcome::Found(p) => (p, Optimizer::Optimal),
-                optimal::Outcome::Infeasible => {
-                    return Err(OrderError::MemoryLimitImpossible {
-                        limit: limit.unwrap_or(f64::INFINITY),
-                        needed: None,
-                    })
-                }
-                optimal::Outcome::GaveUp(why) => {
-                    notes.push(format!("optimal search gave up ({why}); used greedy"));
-                    (greedy::greedy(&problem, limit)?, Optimizer::Greedy)
-                }
-            }
-        }
-        _ => (greedy::greedy(&problem, limit)?, Optimizer::Greedy),
-    };
-    let path = ssa_to_linear(n, &ssa_path)?;
-    let mut info = cost::evaluate_problem(&problem, &path)?;
-    info.optimizer = used;
-    info.notes = notes;
-    Ok(info)
+    driver::run(&problem, optimizer, limits)
 }
 
 /// A validated problem with labels renumbered densely (`0..labels.len()`),
 /// so that the search can use plain vectors and bitsets.
+#[derive(Clone)]
 pub(crate) struct Problem {
     /// Dense labels of each input, in the caller's order.
     pub inputs: Vec<Vec<usize>>,
@@ -293,7 +290,8 @@ impl Problem {
         if inputs.is_empty() {
             return Err(OrderError::NoInputs);
         }
-        let mut dense: std::collections::HashMap<Label, usize> = Default::default();
+        // Labels index `sizes`, so a vector is the map (no hashing).
+        let mut dense: Vec<usize> = vec![usize::MAX; sizes.len()];
         let mut labels = Vec::new();
         let mut dense_sizes = Vec::new();
         let mut seen_in = Vec::new(); // last operand (1-based) that used a dense label
@@ -305,12 +303,14 @@ impl Problem {
                     label: l,
                     sizes_len: sizes.len(),
                 })?;
-                let d = *dense.entry(l).or_insert_with(|| {
+                let slot = &mut dense[l as usize];
+                if *slot == usize::MAX {
                     labels.push(l);
                     dense_sizes.push(size as f64);
                     seen_in.push(0);
-                    labels.len() - 1
-                });
+                    *slot = labels.len() - 1;
+                }
+                let d = *slot;
                 if seen_in[d] == k + 1 {
                     return Err(OrderError::RepeatedLabel {
                         operand: Some(k),
@@ -325,8 +325,10 @@ impl Problem {
         let mut in_output = vec![false; labels.len()];
         let mut d_out = Vec::with_capacity(output.len());
         for &l in output {
-            let d = *dense
-                .get(&l)
+            let d = dense
+                .get(l as usize)
+                .copied()
+                .filter(|&d| d != usize::MAX)
                 .ok_or(OrderError::OutputLabelNotInInputs { label: l })?;
             if in_output[d] {
                 return Err(OrderError::RepeatedLabel {

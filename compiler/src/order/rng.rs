@@ -5,10 +5,6 @@
 pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
     /// An independent stream for trial `k` of a search seeded with `seed`.
     pub fn stream(seed: u64, k: u64) -> Self {
         let mut r = Rng(seed ^ k.wrapping_mul(0xD6E8_FEB8_6659_FD93));
@@ -29,7 +25,7 @@ impl Rng {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
-    /// Uniform in `lo..hi` (`hi > lo`).
+    /// Uniform in `0..n` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
         ((self.next_u64() as u128 * n as u128) >> 64) as usize
     }

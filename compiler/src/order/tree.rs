@@ -47,6 +47,72 @@ impl Ctx {
         }
     }
 
+    /// The sub-network of `members`, relabelled densely; labels needed
+    /// outside it (or in the output) are its output.
+    pub fn sub(&self, members: &[usize]) -> Ctx {
+        let mut labels: Vec<u32> = members
+            .iter()
+            .flat_map(|&m| self.inputs[m].iter().copied())
+            .collect();
+        labels.sort_unstable();
+        let mut count = Vec::new();
+        let mut uniq: Vec<u32> = Vec::new();
+        for l in labels {
+            if uniq.last() == Some(&l) {
+                *count.last_mut().expect("pushed with the label") += 1;
+            } else {
+                uniq.push(l);
+                count.push(1u32);
+            }
+        }
+        let inputs = members
+            .iter()
+            .map(|&m| {
+                self.inputs[m]
+                    .iter()
+                    .map(|l| uniq.binary_search(l).expect("collected above") as u32)
+                    .collect()
+            })
+            .collect();
+        Ctx {
+            n: members.len(),
+            inputs,
+            sizes: uniq.iter().map(|&l| self.sizes[l as usize]).collect(),
+            in_output: uniq
+                .iter()
+                .zip(&count)
+                .map(|(&l, &c)| self.in_output[l as usize] || c < self.total[l as usize])
+                .collect(),
+            total: count,
+        }
+    }
+
+    /// Legs of the tensor that contracts the inputs `members`.
+    pub fn group_legs(&self, members: &[usize]) -> Legs {
+        let mut labels: Vec<u32> = members
+            .iter()
+            .flat_map(|&m| self.inputs[m].iter().copied())
+            .collect();
+        labels.sort_unstable();
+        let mut out: Legs = Vec::new();
+        for l in labels {
+            match out.last_mut() {
+                Some(last) if last.0 == l => last.1 += 1,
+                _ => out.push((l, 1)),
+            }
+        }
+        out.retain(|&(l, c)| self.in_output[l as usize] || c < self.total[l as usize]);
+        out
+    }
+
+    /// Output labels as legs (counts are irrelevant to the DP).
+    pub fn output_legs(&self) -> Legs {
+        (0..self.sizes.len() as u32)
+            .filter(|&l| self.in_output[l as usize])
+            .map(|l| (l, 0))
+            .collect()
+    }
+
     pub fn leaf_legs(&self, i: usize) -> Legs {
         self.inputs[i].iter().map(|&l| (l, 1)).collect()
     }
@@ -243,7 +309,8 @@ impl Tree {
         let current: f64 = expanded.iter().map(|&e| self.flops[e - n]).sum();
         let over = |s: f64| limit.is_some_and(|l| s > l);
         let current_ok = !expanded[1..].iter().any(|&e| over(self.size[e]));
-        let Some(best) = dp.solve(ctx, self, &frontier, x, limit) else {
+        let legs: Vec<&[(u32, u32)]> = frontier.iter().map(|&f| &self.legs[f][..]).collect();
+        let Some(best) = dp.solve(ctx, &legs, &self.legs[x], limit) else {
             return false;
         };
         let better = if current_ok {
@@ -254,42 +321,50 @@ impl Tree {
         if !better {
             return false;
         }
-        let mut free: Vec<usize> = expanded[1..].to_vec();
-        let full = (1usize << frontier.len()) - 1;
-        self.emit(ctx, full, full, x, &frontier, &dp.split, &mut free);
+        let mut rb = Rebuild {
+            frontier: &frontier,
+            split: &dp.split,
+            free: expanded[1..].to_vec(),
+            root: x,
+            full: (1usize << frontier.len()) - 1,
+        };
+        self.emit(ctx, rb.full, &mut rb);
         true
     }
 
-    fn emit(
-        &mut self,
-        ctx: &Ctx,
-        s: usize,
-        full: usize,
-        x: usize,
-        frontier: &[usize],
-        split: &[u32],
-        free: &mut Vec<usize>,
-    ) -> usize {
+    /// Builds subset `s` of the frontier by the DP's splits, reusing the
+    /// ids of the replaced inner nodes; the whole frontier keeps `root`'s id.
+    fn emit(&mut self, ctx: &Ctx, s: usize, rb: &mut Rebuild) -> usize {
         if s.is_power_of_two() {
-            return frontier[s.trailing_zeros() as usize];
+            return rb.frontier[s.trailing_zeros() as usize];
         }
-        let a = split[s] as usize;
-        let ia = self.emit(ctx, a, full, x, frontier, split, free);
-        let ib = self.emit(ctx, s ^ a, full, x, frontier, split, free);
-        let id = if s == full {
-            x
+        let a = rb.split[s] as usize;
+        let ia = self.emit(ctx, a, rb);
+        let ib = self.emit(ctx, s ^ a, rb);
+        let id = if s == rb.full {
+            rb.root
         } else {
-            free.pop().expect("a subtree of k leaves has k - 2 inner nodes")
+            rb.free
+                .pop()
+                .expect("a subtree of k leaves has k - 2 inner nodes")
         };
         self.set(ctx, id, ia, ib);
         id
     }
 }
 
+struct Rebuild<'a> {
+    frontier: &'a [usize],
+    split: &'a [u32],
+    free: Vec<usize>,
+    root: usize,
+    full: usize,
+}
+
 /// Exact DP over the subsets of a frontier of at most 16 nodes whose labels
 /// fit in 128 bits; tables are reused between calls.
 #[derive(Default)]
-struct SubDp {
+pub(crate) struct SubDp {
     labels: Vec<u32>,
     lab: Vec<u128>,
     legs: Vec<u128>,
@@ -301,18 +376,20 @@ struct SubDp {
 impl SubDp {
     /// Cheapest flops to build `x` from `frontier`, or `None` when the
     /// labels do not fit or the limit cannot be met.
-    fn solve(
+    pub fn solve(
         &mut self,
         ctx: &Ctx,
-        t: &Tree,
-        frontier: &[usize],
-        x: usize,
+        frontier: &[&[(u32, u32)]],
+        out_legs: &[(u32, u32)],
         limit: Option<f64>,
     ) -> Option<f64> {
         let m = frontier.len();
+        if m > 16 {
+            return None;
+        }
         self.labels.clear();
-        for &f in frontier {
-            self.labels.extend(t.legs[f].iter().map(|&(l, _)| l));
+        for f in frontier {
+            self.labels.extend(f.iter().map(|&(l, _)| l));
         }
         self.labels.sort_unstable();
         self.labels.dedup();
@@ -323,7 +400,7 @@ impl SubDp {
             1u128 << labels.binary_search(&l).expect("label of the frontier")
         };
         let mut out = 0u128;
-        for &(l, _) in &t.legs[x] {
+        for &(l, _) in out_legs {
             if let Ok(i) = self.labels.binary_search(&l) {
                 out |= 1 << i;
             }
@@ -332,10 +409,8 @@ impl SubDp {
         let full = subsets - 1;
         self.lab.clear();
         self.lab.resize(subsets, 0);
-        for (i, &f) in frontier.iter().enumerate() {
-            self.lab[1 << i] = t.legs[f]
-                .iter()
-                .fold(0, |acc, &(l, _)| acc | bit(&self.labels, l));
+        for (i, f) in frontier.iter().enumerate() {
+            self.lab[1 << i] = f.iter().fold(0, |acc, &(l, _)| acc | bit(&self.labels, l));
         }
         for s in 1..subsets {
             let low = s & s.wrapping_neg();
@@ -343,11 +418,7 @@ impl SubDp {
                 self.lab[s] = self.lab[low] | self.lab[s ^ low];
             }
         }
-        let sizes: Vec<f64> = self
-            .labels
-            .iter()
-            .map(|&l| ctx.sizes[l as usize])
-            .collect();
+        let sizes: Vec<f64> = self.labels.iter().map(|&l| ctx.sizes[l as usize]).collect();
         let prod = |mut bits: u128| {
             let mut p = 1.0;
             while bits != 0 {
@@ -391,7 +462,8 @@ impl SubDp {
                     continue;
                 }
                 let u = self.legs[a] | self.legs[b];
-                let mut step = prod(u);
+                // |a ∪ b| from the cached sizes: the shared legs are few.
+                let mut step = self.size[a] * self.size[b] / prod(self.legs[a] & self.legs[b]);
                 if u != self.legs[s] {
                     step *= 2.0;
                 }
@@ -402,5 +474,26 @@ impl SubDp {
             }
         }
         self.best[full].is_finite().then_some(self.best[full])
+    }
+
+    /// The SSA path of the last solution over `m` frontier nodes.
+    pub fn ssa(&self, m: usize) -> Vec<(usize, usize)> {
+        fn rec(s: usize, split: &[u32], next: &mut usize, path: &mut Vec<(usize, usize)>) -> usize {
+            if s.is_power_of_two() {
+                return s.trailing_zeros() as usize;
+            }
+            let a = split[s] as usize;
+            let ia = rec(a, split, next, path);
+            let ib = rec(s ^ a, split, next, path);
+            path.push((ia, ib));
+            *next += 1;
+            *next - 1
+        }
+        let mut path = Vec::with_capacity(m.saturating_sub(1));
+        if m >= 2 {
+            let mut next = m;
+            rec((1 << m) - 1, &self.split, &mut next, &mut path);
+        }
+        path
     }
 }

@@ -185,7 +185,7 @@ proptest! {
         which in 0usize..3,
     ) {
         let optimizer = [Optimizer::Greedy, Optimizer::Optimal, Optimizer::Auto][which];
-        let limits = Limits { memory_limit: limit, time_limit: None };
+        let limits = Limits { memory_limit: limit, ..Limits::default() };
         if let Ok(info) = search(&inputs, &output, &sizes, optimizer, &limits) {
             check_evaluate(&inputs, &output, &sizes, &info);
         }

@@ -1,0 +1,212 @@
+//! `search` itself: resolves the optimizer, runs it, applies the memory
+//! limit (by constrained search or by slicing) and reports costs through
+//! `evaluate`, so that every number is the one `evaluate` gives.
+
+use std::time::Instant;
+
+use super::hyper::{self, HyperOptions};
+use super::slicing::{self, Slicing};
+use super::tree::{Ctx, Tree};
+use super::{
+    cost, greedy, optimal, ssa_to_linear, Limits, Optimizer, OrderError, PathInfo, Problem,
+    AUTO_OPTIMAL_MAX_INPUTS,
+};
+
+type Ssa = Vec<(usize, usize)>;
+
+/// Hyper trials when none are asked for. A trial costs roughly 15 µs per
+/// tensor (plus the final polish), so up to a few hundred tensors this is a
+/// few seconds at most; very large networks get fewer trials so that one
+/// search stays within tens of seconds.
+pub fn default_trials(n: usize) -> usize {
+    match n {
+        0..=400 => 512,
+        401..=700 => 128,
+        _ => 32,
+    }
+}
+
+/// Size of the subtrees that hyper search re-optimises exactly.
+const RECONF_K: usize = 8;
+
+pub(crate) fn run(
+    problem: &Problem,
+    optimizer: Optimizer,
+    limits: &Limits,
+) -> Result<PathInfo, OrderError> {
+    let limit = match limits.memory_limit {
+        Some(l) if l.is_nan() => return Err(OrderError::InvalidMemoryLimit),
+        // opt_einsum too treats an infinite limit as no limit.
+        Some(l) if l == f64::INFINITY => None,
+        other => other,
+    };
+    let n = problem.inputs.len();
+    let small = n <= AUTO_OPTIMAL_MAX_INPUTS;
+    let resolved = match optimizer {
+        Optimizer::Auto | Optimizer::Hyper if small => Optimizer::Optimal,
+        Optimizer::Auto => Optimizer::Hyper,
+        other => other,
+    };
+    if let Some(limit) = limit {
+        // The final result is the output itself: nothing can make it smaller.
+        let out = problem.size_of(&problem.output);
+        if n >= 2 && out > limit {
+            return Err(OrderError::MemoryLimitImpossible {
+                limit,
+                needed: Some(out),
+            });
+        }
+    }
+    let slice = limit.is_some() && limits.allow_slicing;
+    let search_limit = if slice { None } else { limit };
+    let deadline = limits.time_limit.map(|t| Instant::now() + t);
+    let mut notes = Vec::new();
+    let mut trials = 0;
+    let (candidates, used): (Vec<Ssa>, Optimizer) = match resolved {
+        Optimizer::Optimal => match optimal::optimal(problem, search_limit, deadline) {
+            optimal::Outcome::Found(p) => (vec![p], Optimizer::Optimal),
+            optimal::Outcome::Infeasible => {
+                return Err(OrderError::MemoryLimitImpossible {
+                    limit: limit.unwrap_or(f64::INFINITY),
+                    needed: None,
+                })
+            }
+            optimal::Outcome::GaveUp(why) => {
+                notes.push(format!("optimal search gave up ({why}); used greedy"));
+                (
+                    vec![greedy::greedy(problem, search_limit)?],
+                    Optimizer::Greedy,
+                )
+            }
+        },
+        Optimizer::Hyper => {
+            let ctx = Ctx::new(problem);
+            let wanted = limits.trials.unwrap_or_else(|| default_trials(n));
+            let r = hyper::hyper(
+                problem,
+                &ctx,
+                &HyperOptions {
+                    seed: limits.seed,
+                    trials: wanted,
+                    deadline,
+                    limit: search_limit,
+                    reconf_k: RECONF_K,
+                    progress: limits.progress.clone(),
+                },
+            );
+            trials = r.trials_run;
+            notes.push(format!(
+                "hyper: {} trials, best tree from {}",
+                r.trials_run, r.best_method
+            ));
+            if r.hit_deadline {
+                notes.push(format!(
+                    "hyper search hit the time limit after {} of {wanted} trials; \
+                     the result depends on timing",
+                    r.trials_run
+                ));
+            }
+            let feasible: Vec<Ssa> = r
+                .trees
+                .iter()
+                .filter(|t| search_limit.is_none_or(|l| t.largest() <= l))
+                .map(Tree::to_ssa)
+                .collect();
+            if feasible.is_empty() {
+                return Err(OrderError::MemoryLimitImpossible {
+                    limit: limit.unwrap_or(f64::INFINITY),
+                    needed: None,
+                });
+            }
+            (feasible, Optimizer::Hyper)
+        }
+        _ => (
+            vec![greedy::greedy(problem, search_limit)?],
+            Optimizer::Greedy,
+        ),
+    };
+    let (ssa, sliced) = match (slice, limit) {
+        (true, Some(limit)) => pick_sliced(problem, &candidates, limit, resolved)?,
+        _ => (candidates.into_iter().next().unwrap_or_default(), None),
+    };
+    let path = ssa_to_linear(n, &ssa)?;
+    let mut info = match sliced {
+        None => cost::evaluate_problem(problem, &path)?,
+        Some(labels) => sliced_info(problem, &path, &labels)?,
+    };
+    info.optimizer = used;
+    info.notes = notes;
+    info.trials = trials;
+    Ok(info)
+}
+
+/// Among the candidate trees, sliced where needed, and the constrained
+/// greedy tree, the cheapest in total flops.
+fn pick_sliced(
+    problem: &Problem,
+    candidates: &[Ssa],
+    limit: f64,
+    optimizer: Optimizer,
+) -> Result<(Ssa, Option<Vec<usize>>), OrderError> {
+    let ctx = Ctx::new(problem);
+    let mut best: Option<(f64, Ssa, Option<Vec<usize>>)> = None;
+    let mut consider = |total: f64, ssa: Ssa, labels: Option<Vec<usize>>| {
+        if best.as_ref().is_none_or(|b| total < b.0) {
+            best = Some((total, ssa, labels));
+        }
+    };
+    for ssa in candidates {
+        let tree = Tree::from_ssa(&ctx, ssa);
+        if tree.largest() <= limit {
+            consider(tree.total_flops(), ssa.clone(), None);
+            continue;
+        }
+        let reconf = optimizer != Optimizer::Greedy;
+        if let Some((labels, _, t)) = slicing::slice_tree(&ctx, &tree, limit, reconf) {
+            let slices: f64 = labels.iter().map(|&l| ctx.sizes[l as usize]).product();
+            let labels = labels.iter().map(|&l| l as usize).collect();
+            consider(slices * t.total_flops(), t.to_ssa(), Some(labels));
+        }
+    }
+    if let Ok(ssa) = greedy::greedy(problem, Some(limit)) {
+        let t = Tree::from_ssa(&ctx, &ssa);
+        consider(t.total_flops(), ssa, None);
+    }
+    let Some((_, ssa, labels)) = best else {
+        return Err(OrderError::MemoryLimitImpossible {
+            limit,
+            needed: None,
+        });
+    };
+    Ok((ssa, labels.filter(|l| !l.is_empty())))
+}
+
+/// Costs of a sliced path: per-slice steps, totals over all slices.
+fn sliced_info(
+    problem: &Problem,
+    path: &super::Path,
+    labels: &[usize],
+) -> Result<PathInfo, OrderError> {
+    let unsliced = cost::evaluate_problem(problem, path)?;
+    let mut per = problem.clone();
+    for &l in labels {
+        per.sizes[l] = 1.0;
+    }
+    let mut info = cost::evaluate_problem(&per, path)?;
+    let slices: f64 = labels.iter().map(|&l| problem.sizes[l]).product();
+    let s = Slicing {
+        labels: labels.iter().map(|&l| problem.labels[l]).collect(),
+        sizes: labels.iter().map(|&l| problem.sizes[l] as u64).collect(),
+        slices,
+        per_slice_flops: info.flops,
+        per_slice_cost: info.cost,
+        unsliced_flops: unsliced.flops,
+        unsliced_cost: unsliced.cost,
+        overhead: slices * info.flops / unsliced.flops,
+    };
+    info.flops *= slices;
+    info.cost *= slices;
+    info.write *= slices;
+    info.slicing = Some(s);
+    Ok(info)
+}
