@@ -153,6 +153,7 @@ pub fn run(a: PathArgs) -> Result<(), Error> {
             "sliced_indices": sliced,
             "slicing_overhead": info.slicing.as_ref().map_or(1.0, |s| s.overhead),
             "trials": info.trials,
+            "pre_reduced": info.pre_reduced,
             "seed": a.seed,
             "notes": info.notes,
             "search_seconds": secs,
@@ -180,6 +181,12 @@ pub fn run(a: PathArgs) -> Result<(), Error> {
                 dump::fmt_num(s.slices),
                 sliced.join(", "),
                 s.overhead
+            );
+        }
+        if !info.pre_reduced.is_empty() {
+            println!(
+                "inputs reduced first (private indices summed): {:?}",
+                info.pre_reduced
             );
         }
         if info.trials > 0 {

@@ -56,6 +56,7 @@ pub(crate) fn evaluate_problem(p: &Problem, path: &Path) -> Result<PathInfo, Ord
         steps: Vec::with_capacity(expected),
         slicing: None,
         trials: 0,
+        pre_reduced: Vec::new(),
         notes: Vec::new(),
     };
     for (step, (&pair, &(a, b))) in path.pairs.iter().zip(&ssa_pairs).enumerate() {

@@ -34,6 +34,60 @@ pub(crate) fn run(
     optimizer: Optimizer,
     limits: &Limits,
 ) -> Result<PathInfo, OrderError> {
+    let info = run_pairwise(problem, optimizer, limits)?;
+    // opt_einsum's `dp` may sum an operand's private labels in a step of its
+    // own before any pair; on small problems `auto` and `hyper` try that too
+    // so that they never lose to it.
+    let small = problem.inputs.len() <= AUTO_OPTIMAL_MAX_INPUTS;
+    let exact_kind = matches!(optimizer, Optimizer::Auto | Optimizer::Hyper);
+    if !(small && exact_kind && limits.memory_limit.is_none()) {
+        return Ok(info);
+    }
+    let Some((reduced, which)) = pre_reduce(problem) else {
+        return Ok(info);
+    };
+    let mut alt = run_pairwise(&reduced, optimizer, limits)?;
+    for &k in &which {
+        let size = problem.size_of(&problem.inputs[k]);
+        alt.flops += 2.0 * size;
+        alt.cost += size;
+        alt.write += reduced.size_of(&reduced.inputs[k]);
+    }
+    if alt.flops < info.flops {
+        alt.pre_reduced = which;
+        Ok(alt)
+    } else {
+        Ok(info)
+    }
+}
+
+/// The problem with every label that only one input holds (and the output
+/// does not) removed from that input, and which inputs changed.
+fn pre_reduce(problem: &Problem) -> Option<(Problem, Vec<usize>)> {
+    if problem.inputs.len() < 2 {
+        return None;
+    }
+    let mut count = vec![0usize; problem.sizes.len()];
+    for t in &problem.inputs {
+        t.iter().for_each(|&l| count[l] += 1);
+    }
+    let mut reduced = problem.clone();
+    let mut which = Vec::new();
+    for (k, t) in reduced.inputs.iter_mut().enumerate() {
+        let before = t.len();
+        t.retain(|&l| count[l] > 1 || problem.in_output[l]);
+        if t.len() < before {
+            which.push(k);
+        }
+    }
+    (!which.is_empty()).then_some((reduced, which))
+}
+
+fn run_pairwise(
+    problem: &Problem,
+    optimizer: Optimizer,
+    limits: &Limits,
+) -> Result<PathInfo, OrderError> {
     let limit = match limits.memory_limit {
         Some(l) if l.is_nan() => return Err(OrderError::InvalidMemoryLimit),
         // opt_einsum too treats an infinite limit as no limit.
@@ -90,6 +144,7 @@ pub(crate) fn run(
                     trials: wanted,
                     deadline,
                     limit: search_limit,
+                    slice_limit: if slice { limit } else { None },
                     reconf_k: RECONF_K,
                     progress: limits.progress.clone(),
                 },

@@ -21,6 +21,7 @@ use std::time::Instant;
 use super::partition::{self, Hypergraph};
 use super::rgreedy::{random_greedy, GreedyParams};
 use super::rng::Rng;
+use super::slicing;
 use super::tree::{Ctx, SubDp, Tree};
 use super::{greedy, Problem};
 
@@ -28,6 +29,8 @@ use super::{greedy, Problem};
 const EXACT_PART: usize = 8;
 /// Subtree size of the quick reconfiguration of every trial's tree.
 const TRIAL_RECONF_K: usize = 6;
+/// Subtree size of the last reconfiguration of the best tree.
+const FINAL_RECONF_K: usize = 10;
 /// How many of the best trees are reconfigured at the end.
 const KEEP: usize = 8;
 
@@ -60,6 +63,9 @@ pub(crate) struct HyperOptions {
     pub deadline: Option<Instant>,
     /// Largest intermediate a tree may have (constrained search).
     pub limit: Option<f64>,
+    /// Memory limit to be met by slicing: trials are ranked by their cost
+    /// once sliced.
+    pub slice_limit: Option<f64>,
     /// Size of the subtrees re-optimised exactly at the end.
     pub reconf_k: usize,
     pub progress: Option<Arc<AtomicUsize>>,
@@ -149,13 +155,31 @@ pub(crate) fn score(t: &Tree, limit: Option<f64>) -> f64 {
     }
 }
 
+/// With slicing allowed: the total flops of the tree sliced (quickly,
+/// without reconfiguration) down to `limit`.
+fn sliced_score(ctx: &Ctx, t: &Tree, limit: f64) -> f64 {
+    if t.largest() <= limit {
+        return t.total_flops();
+    }
+    match slicing::slice_tree(ctx, t, limit, false) {
+        Some((labels, _, st)) => {
+            let slices: f64 = labels.iter().map(|&l| ctx.sizes[l as usize]).product();
+            slices * st.total_flops()
+        }
+        None => INFEASIBLE,
+    }
+}
+
 /// Scores at or above this are trees over the memory limit.
 pub(crate) const INFEASIBLE: f64 = 1e250;
 
 pub(crate) fn hyper(p: &Problem, ctx: &Ctx, opts: &HyperOptions) -> HyperResult {
     let mut kept: Vec<(f64, Tree, &'static str)> = Vec::new();
     let offer = |t: Tree, method: &'static str, kept: &mut Vec<(f64, Tree, &'static str)>| {
-        let s = score(&t, opts.limit);
+        let s = match opts.slice_limit {
+            Some(l) => sliced_score(ctx, &t, l),
+            None => score(&t, opts.limit),
+        };
         if kept.iter().any(|k| k.0 == s) {
             return s;
         }
@@ -219,13 +243,22 @@ pub(crate) fn hyper(p: &Problem, ctx: &Ctx, opts: &HyperOptions) -> HyperResult 
     let mut polished: Vec<(f64, Tree, &'static str)> = kept
         .into_iter()
         .map(|(_, mut t, m)| {
-            if opts.reconf_k >= 3 {
+            // Trees ranked by sliced cost are polished while being sliced.
+            if opts.reconf_k >= 3 && opts.slice_limit.is_none() {
                 t.reconfigure(ctx, opts.reconf_k, 16, opts.limit);
             }
             (score(&t, opts.limit), t, m)
         })
         .collect();
     polished.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // A last, wider reconfiguration of the winner only: 3^10 splits per
+    // node is affordable once.
+    if let Some(best) = polished.first_mut() {
+        if opts.reconf_k >= 3 && opts.slice_limit.is_none() {
+            best.1.reconfigure(ctx, FINAL_RECONF_K, 4, opts.limit);
+            best.0 = score(&best.1, opts.limit);
+        }
+    }
     let best_method = polished.first().map_or("none", |b| b.2);
     HyperResult {
         trees: polished.into_iter().map(|k| k.1).collect(),

@@ -175,6 +175,14 @@ pub struct PathInfo {
     pub slicing: Option<Slicing>,
     /// Randomised trials run (0 for deterministic optimizers).
     pub trials: usize,
+    /// Inputs whose private labels (held by no other input, not in the
+    /// output) are summed by a single-operand step before any pair, as
+    /// opt_einsum's `dp` may do; only `Auto`/`Hyper` on small problems. The
+    /// path and `steps` then act on the reduced inputs, and `flops`, `cost`
+    /// and `write` include the reductions (2, 1 and the reduced size per
+    /// element of each reduced input), so they exceed what `evaluate` gives
+    /// for the path.
+    pub pre_reduced: Vec<usize>,
     /// Human-readable remarks, e.g. why the exact search fell back to greedy.
     pub notes: Vec<String>,
 }

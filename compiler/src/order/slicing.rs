@@ -99,8 +99,15 @@ pub(crate) fn slice_tree(
         sliced.push(best.0);
         t = Tree::from_ssa(&c, &t.to_ssa());
         if reconf {
-            t.reconfigure(&c, 8, 4, Some(limit));
+            // Cheaper per slice, never larger than now: forcing the target
+            // size here would buy feasibility at any price, which further
+            // slicing provides more cheaply.
+            let cap = t.largest();
+            t.reconfigure(&c, 8, 4, Some(cap));
         }
+    }
+    if reconf {
+        t.reconfigure(&c, 8, 4, Some(limit));
     }
     // Release labels that reconfiguration made unnecessary, last chosen first.
     for i in (0..sliced.len()).rev() {
