@@ -60,13 +60,45 @@ pub fn compile_with(
     dtypes: &[DType],
     cfg: &CompileConfig,
 ) -> Result<Expression, Error> {
-    let compiled = pipeline::compile_einsum(equation, shapes, dtypes, cfg)
-        .map_err(|e| Error::from_compile(e, "equation", equation))?;
+    let compiled = fit_memory(cfg, |cfg| {
+        pipeline::compile_einsum(equation, shapes, dtypes, cfg)
+            .map_err(|e| Error::from_compile(e, "equation", equation))
+    })?;
     Ok(Expression {
         compiled,
         shapes: shapes.to_vec(),
         options: ExecOptions::default(),
     })
+}
+
+/// Compiles with `cfg`; when the plan would need an intermediate larger than the executor's
+/// memory budget ([`einc_runtime::exec::max_bytes`]) and the caller set no memory limit,
+/// compiles again with that budget as the limit and slicing allowed, so the product runs
+/// in slices instead of being refused. If no sliced plan fits either, the first plan is
+/// kept and the executor reports the intermediate that does not fit.
+fn fit_memory(
+    cfg: &CompileConfig,
+    compile: impl Fn(&CompileConfig) -> Result<Compiled, Error>,
+) -> Result<Compiled, Error> {
+    let compiled = compile(cfg)?;
+    if cfg.plan.limits.memory_limit.is_some() {
+        return Ok(compiled);
+    }
+    let budget = einc_runtime::exec::max_bytes();
+    let elem = compiled
+        .plan
+        .steps
+        .iter()
+        .map(|s| einc_runtime::value::dtype_size(s.dtype))
+        .max()
+        .unwrap_or(8) as f64;
+    if compiled.plan.largest_intermediate() * elem <= budget {
+        return Ok(compiled);
+    }
+    let mut sliced = cfg.clone();
+    sliced.plan.limits.memory_limit = Some((budget / elem).floor());
+    sliced.plan.limits.allow_slicing = true;
+    Ok(compile(&sliced).unwrap_or(compiled))
 }
 
 /// A compiled einsum: planned once, run many times.
@@ -208,8 +240,10 @@ impl Program {
         bindings: &BTreeMap<String, u64>,
         cfg: &CompileConfig,
     ) -> Result<Compiled, Error> {
-        pipeline::compile_ein(&self.checked, bindings, cfg)
-            .map_err(|e| Error::from_compile(e, &self.name, &self.source))
+        fit_memory(cfg, |cfg| {
+            pipeline::compile_ein(&self.checked, bindings, cfg)
+                .map_err(|e| Error::from_compile(e, &self.name, &self.source))
+        })
     }
 
     /// Bind unsized dims from the inputs' shapes, compile and run. Returns the outputs by

@@ -68,6 +68,9 @@ enum Cmd {
         dims: Vec<String>,
         #[arg(long, value_enum, default_value = "auto")]
         optimizer: OptArg,
+        /// Largest intermediate allowed, in elements; products over it are sliced.
+        #[arg(long, value_name = "ELEMENTS")]
+        memory_limit: Option<f64>,
     },
     /// Run a .ein program, or a bare einsum with -e, on .npy files.
     Run {
@@ -92,6 +95,10 @@ enum Cmd {
         dims: Vec<String>,
         #[arg(long, value_enum, default_value = "auto")]
         optimizer: OptArg,
+        /// Largest intermediate allowed, in elements; products over it run in slices
+        /// (default: as many as `EINC_MAX_BYTES`, 16 GiB, holds).
+        #[arg(long, value_name = "ELEMENTS")]
+        memory_limit: Option<f64>,
         /// Print per-step time and flops, and peak memory, to stderr.
         #[arg(long)]
         stats: bool,
@@ -133,8 +140,10 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
             output,
             dims,
             optimizer,
+            memory_limit,
         } => {
-            let text = compile_cmd(&file, emit, &dims, optimizer.get())?;
+            let cfg = config(optimizer.get(), memory_limit)?;
+            let text = compile_cmd(&file, emit, &dims, &cfg)?;
             write_text(output.as_deref(), &text)
         }
         Cmd::Run {
@@ -146,11 +155,12 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
             out,
             dims,
             optimizer,
+            memory_limit,
             stats,
             threads,
         } => {
             let opts = RunOpts {
-                optimizer: optimizer.get(),
+                config: config(optimizer.get(), memory_limit)?,
                 exec: ExecOptions {
                     threads,
                     collect_stats: stats,
@@ -205,21 +215,32 @@ fn parse_dims(dims: &[String]) -> Result<BTreeMap<String, u64>, Error> {
     Ok(out)
 }
 
-fn config(optimizer: Optimizer) -> CompileConfig {
-    CompileConfig {
+fn config(optimizer: Optimizer, memory_limit: Option<f64>) -> Result<CompileConfig, Error> {
+    if let Some(m) = memory_limit {
+        if m.is_nan() || m < 1.0 {
+            return Err(Error::Runtime(format!(
+                "--memory-limit {m}: expected a number of elements, at least 1"
+            )));
+        }
+    }
+    Ok(CompileConfig {
         plan: PlanConfig {
             optimizer,
-            limits: Limits::default(),
+            limits: Limits {
+                memory_limit,
+                allow_slicing: memory_limit.is_some(),
+                ..Limits::default()
+            },
         },
         ..CompileConfig::default()
-    }
+    })
 }
 
 fn compile_cmd(
     file: &Path,
     emit: Emit,
     dims: &[String],
-    optimizer: Optimizer,
+    cfg: &CompileConfig,
 ) -> Result<String, Error> {
     let source = read_source(file)?;
     let name = file.display().to_string();
@@ -227,7 +248,7 @@ fn compile_cmd(
     if let Emit::Ast = emit {
         return Ok(format!("{:#?}\n", program.ast()));
     }
-    let compiled = program.compile(&parse_dims(dims)?, &config(optimizer))?;
+    let compiled = program.compile(&parse_dims(dims)?, cfg)?;
     Ok(match emit {
         Emit::Ast => unreachable!("handled above"),
         Emit::Ir => dump::dump_program(&compiled.ir),
@@ -246,7 +267,7 @@ fn compile_cmd(
 
 /// Options shared by both forms of `einc run`.
 struct RunOpts {
-    optimizer: Optimizer,
+    config: CompileConfig,
     exec: ExecOptions,
 }
 
@@ -259,7 +280,7 @@ fn run_equation(
     let arrays: Vec<TensorData> = ops.iter().map(|p| npy::read(p)).collect::<Result<_, _>>()?;
     let shapes: Vec<Vec<usize>> = arrays.iter().map(|a| a.shape().to_vec()).collect();
     let dtypes: Vec<einc::DType> = arrays.iter().map(|a| a.dtype()).collect();
-    let expr = einc::compile_with_config(eq, &shapes, &dtypes, &config(opts.optimizer))?
+    let expr = einc::compile_with_config(eq, &shapes, &dtypes, &opts.config)?
         .with_options(opts.exec.clone());
     let views: Vec<einc::TensorView<'_>> = arrays.iter().map(|a| a.view()).collect();
     let (result, stats) = expr.run_with_stats(&views)?;
@@ -291,12 +312,8 @@ fn run_program(
             .ok_or_else(|| Error::Runtime(format!("--input '{spec}': expected NAME=PATH.npy")))?;
         arrays.insert(name.to_string(), npy::read(Path::new(path))?);
     }
-    let (results, stats, compiled) = program.run_with(
-        arrays,
-        parse_dims(dims)?,
-        &config(opts.optimizer),
-        &opts.exec,
-    )?;
+    let (results, stats, compiled) =
+        program.run_with(arrays, parse_dims(dims)?, &opts.config, &opts.exec)?;
     if opts.exec.collect_stats {
         eprint!("{}", stats::render(&compiled.plan, &stats));
     }

@@ -22,6 +22,11 @@ pub fn render(plan: &Plan, stats: &ExecStats) -> String {
             Op::Elementwise { .. } => "elementwise".to_string(),
             Op::Reduce { op, .. } => format!("reduce.{}", op.name()),
             Op::Store { tensor, .. } => format!("store {}", p.tensors[*tensor].name),
+            Op::SliceSum { sliced, .. } => {
+                let n: f64 = sliced.iter().map(|&i| p.size(i) as f64).product();
+                format!("slice_sum x{n}")
+            }
+            Op::Arg(k) => format!("arg {k}"),
         };
         let idx: Vec<&str> = step
             .indices

@@ -262,3 +262,73 @@ fn run_stats_reports_steps_and_peak_memory() {
             .into_dyn()
     );
 }
+
+/// A ring `ij,jk,kl,li->` of 40x40 matrices needs a 40x40 intermediate (1600 elements)
+/// unless its products run in slices: with `--memory-limit`, or with an `EINC_MAX_BYTES`
+/// budget below that, the plan slices and still returns trace(ABCD).
+#[test]
+fn products_over_the_memory_limit_run_in_slices() {
+    let d = tmp("sliced");
+    let n = 40;
+    let mats: Vec<ndarray::Array2<f64>> = (0..4)
+        .map(|k| {
+            ndarray::Array2::from_shape_fn((n, n), |(i, j)| {
+                ((i * 7 + j * 3 + k * 5) % 11) as f64 - 5.0
+            })
+        })
+        .collect();
+    let mut files = Vec::new();
+    for (k, m) in mats.iter().enumerate() {
+        let f = d.join(format!("m{k}.npy"));
+        m.write_npy(std::fs::File::create(&f).expect("npy"))
+            .expect("write");
+        files.push(f.display().to_string());
+    }
+    let want = mats[0]
+        .dot(&mats[1])
+        .dot(&mats[2])
+        .dot(&mats[3])
+        .diag()
+        .sum();
+    let out = d.join("out.npy").display().to_string();
+    let mut args = vec!["run", "-e", "ij,jk,kl,li->"];
+    args.extend(files.iter().map(|s| s.as_str()));
+    args.extend(["-o", &out, "--stats"]);
+    let check = |o: &Output| {
+        no_panic(o);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{e}");
+        assert!(e.contains("slice_sum"), "not sliced: {e}");
+        let got = ArrayD::<f64>::read_npy(std::fs::File::open(&out).expect("out")).expect("f64");
+        assert!(
+            (got.sum() - want).abs() <= 1e-9 * want.abs().max(1.0),
+            "{got} vs {want}"
+        );
+    };
+    let mut explicit = args.clone();
+    explicit.extend(["--memory-limit", "500"]);
+    check(&einc(&explicit));
+    let budget = Command::new(env!("CARGO_BIN_EXE_einc"))
+        .args(&args)
+        .env("EINC_MAX_BYTES", "4000")
+        .output()
+        .expect("run einc");
+    check(&budget);
+    // A limit below the output's own size, or not a positive number, is refused.
+    for bad in [
+        "--memory-limit=0",
+        "--memory-limit=nan",
+        "--memory-limit=-3",
+    ] {
+        let mut a = args.clone();
+        a.push(bad);
+        let o = einc(&a);
+        no_panic(&o);
+        assert_eq!(o.status.code(), Some(1), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("memory-limit"),
+            "{bad}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}

@@ -184,8 +184,15 @@ pub fn dump_plan(plan: &Plan) -> String {
     for n in &plan.notes {
         let _ = writeln!(s, "note: {n}");
     }
-    for st in &plan.steps {
+    dump_steps(&mut s, p, &plan.steps, 1);
+    s
+}
+
+fn dump_steps(s: &mut String, p: &crate::ir::Program, steps: &[crate::plan::Step], depth: usize) {
+    let pad = "  ".repeat(depth);
+    for st in steps {
         let v = |x: &crate::plan::ValueId| format!("%{}", x.0);
+        let vs = |xs: &[crate::plan::ValueId]| xs.iter().map(v).collect::<Vec<_>>().join(", ");
         let op = match &st.op {
             Op::Load { tensor } => format!("load {}", p.tensors[*tensor].name),
             Op::Const(x) => format!("const {}", fmt_num(*x)),
@@ -196,17 +203,24 @@ pub fn dump_plan(plan: &Plan) -> String {
                     ElemOp::Add => "add",
                     ElemOp::Map(m) => m.name(),
                 };
-                format!(
-                    "{name} {}",
-                    args.iter().map(v).collect::<Vec<_>>().join(", ")
-                )
+                format!("{name} {}", vs(args))
             }
             Op::Reduce { op, arg } => format!("reduce.{} {}", op.name(), v(arg)),
             Op::Store { tensor, arg } => format!("store {} {}", p.tensors[*tensor].name, v(arg)),
+            Op::Arg(k) => format!("arg {k}"),
+            Op::SliceSum { args, sliced, .. } => {
+                let slices: f64 = sliced.iter().map(|&i| p.size(i) as f64).product();
+                format!(
+                    "slice_sum over [{}] ({} slices) of {}",
+                    idx_list(p, sliced),
+                    fmt_num(slices),
+                    vs(args)
+                )
+            }
         };
         let _ = write!(
             s,
-            "  %{} = {op} -> [{}]: {}",
+            "{pad}%{} = {op} -> [{}]: {}",
             st.out.0,
             idx_list(p, &st.indices),
             st.dtype.name()
@@ -215,8 +229,10 @@ pub fn dump_plan(plan: &Plan) -> String {
             let _ = write!(s, "  ; flops {}", fmt_num(st.flops));
         }
         s.push('\n');
+        if let Op::SliceSum { body, .. } = &st.op {
+            dump_steps(s, p, body, depth + 1);
+        }
     }
-    s
 }
 
 /// The e-graph pass's statistics, appended to `--emit opt-ir`. Times are left out so the

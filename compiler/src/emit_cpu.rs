@@ -63,6 +63,17 @@ pub fn ident(name: &str) -> String {
 
 pub fn emit_cpu(plan: &Plan, source_name: &str) -> Result<String, EmitError> {
     let p = &plan.program;
+    // Sliced plans exist only under a memory limit, which emitted loop nests (holding no
+    // intermediates beyond each step's buffer) do not take.
+    if plan
+        .steps
+        .iter()
+        .any(|s| matches!(s.op, Op::SliceSum { .. }))
+    {
+        return Err(EmitError(
+            "--emit cpu does not support sliced plans; compile without --memory-limit".into(),
+        ));
+    }
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -173,7 +184,10 @@ fn needed_steps(plan: &Plan, t: crate::ir::TensorId) -> Vec<usize> {
                 vec![arg.0 as usize]
             }
             Op::Contract { lhs, rhs } => vec![lhs.0 as usize, rhs.0 as usize],
-            Op::Elementwise { args, .. } => args.iter().map(|a| a.0 as usize).collect(),
+            Op::Elementwise { args, .. } | Op::SliceSum { args, .. } => {
+                args.iter().map(|a| a.0 as usize).collect()
+            }
+            Op::Arg(_) => vec![],
         };
         stack.extend(deps);
     }
@@ -286,6 +300,9 @@ fn emit_step(s: &mut String, plan: &Plan, k: usize) -> Result<(), EmitError> {
     let mut depth = 1;
     match &step.op {
         Op::Load { .. } | Op::Store { .. } => {}
+        Op::SliceSum { .. } | Op::Arg(_) => {
+            return Err(EmitError("--emit cpu does not support sliced plans".into()));
+        }
         Op::Const(x) => {
             let _ = writeln!(s, "    let {name}: [f64; 1] = [{x:?}];");
         }

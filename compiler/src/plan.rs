@@ -7,9 +7,12 @@
 //! step permutes into the left-hand side's order.
 //!
 //! Invariants (checked by `Plan::verify`): every step reads only earlier values; every
-//! value's indices are distinct except for `Load` (a reference like `T[i, i]`); a
+//! value's indices are distinct except for `Load` and `Arg` (a reference like `T[i, i]`); a
 //! `Contract` step's indices are a subset of its operands' union; `Unary`/`Reduce` steps'
-//! indices are a subset of their argument's; `Store` writes each result once.
+//! indices are a subset of their argument's; `Store` writes each result once. A `SliceSum`
+//! body obeys the same rules on its own numbering, holds only `Arg`/`Unary`/`Contract`
+//! steps, never mentions a sliced index, and its last step has the `SliceSum`'s indices;
+//! `Arg` appears nowhere else.
 
 use crate::ir::*;
 use crate::order::{self, Limits, Optimizer};
@@ -42,6 +45,18 @@ pub enum Op {
     Reduce { op: ReduceOp, arg: ValueId },
     /// Make `arg` the value of result tensor `tensor` (indices equal the tensor's axes).
     Store { tensor: TensorId, arg: ValueId },
+    /// A product sliced to meet a memory limit: `body` runs once per combination of values
+    /// of the `sliced` indices (summed by the product, none kept in the result), reading
+    /// `args` through [`Op::Arg`], and the results of its last step are added up.
+    /// Body steps are numbered from 0 and see only `Arg`, `Unary` and `Contract`.
+    SliceSum {
+        args: Vec<ValueId>,
+        sliced: Vec<IndexId>,
+        body: Vec<Step>,
+    },
+    /// Inside a `SliceSum` body only: argument `k` of the enclosing step with its sliced
+    /// axes fixed to the current slice (so its indices are the argument's minus those).
+    Arg(usize),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -279,8 +294,9 @@ impl Builder<'_> {
         want: Option<&[IndexId]>,
     ) -> Result<ValueId, PlanError> {
         // Per-factor preprocessing: drop repeated labels (diagonal) and sum indices that
-        // are summed here and used by no other factor.
-        let mut ops: Vec<ValueId> = Vec::with_capacity(vals.len());
+        // are summed here and used by no other factor. Only decided here; the unary steps
+        // are emitted once slicing is known, since a sliced factor is reduced per slice.
+        let mut prep: Vec<(ValueId, Vec<IndexId>, bool)> = Vec::with_capacity(vals.len());
         for (k, &v) in vals.iter().enumerate() {
             let idx = self.value(v).indices.clone();
             let keep: Vec<IndexId> = dedup(&idx)
@@ -293,19 +309,20 @@ impl Builder<'_> {
                             .any(|(j, &w)| j != k && self.value(w).indices.contains(i))
                 })
                 .collect();
-            if keep != idx || self.value(v).dtype != dtype {
-                let flops = self.elements(&dedup(&idx));
-                ops.push(self.push(Op::Unary { arg: v }, keep, dtype, flops));
+            let needs_unary = keep != idx || self.value(v).dtype != dtype;
+            prep.push((v, keep, needs_unary));
+        }
+        if let [(v, keep, needs_unary)] = prep.as_slice() {
+            return Ok(if *needs_unary {
+                let flops = self.elements(&dedup(&self.value(*v).indices));
+                self.push(Op::Unary { arg: *v }, keep.clone(), dtype, flops)
             } else {
-                ops.push(v);
-            }
+                *v
+            });
         }
-        if ops.len() == 1 {
-            return Ok(ops[0]);
-        }
-        let inputs: Vec<Vec<u32>> = ops
+        let inputs: Vec<Vec<u32>> = prep
             .iter()
-            .map(|&v| self.value(v).indices.iter().map(|i| i.0).collect())
+            .map(|(_, keep, _)| keep.iter().map(|i| i.0).collect())
             .collect();
         let output: Vec<u32> = free.iter().map(|i| i.0).collect();
         let sizes: Vec<u64> = self.p.indices.iter().map(|(_, i)| i.size).collect();
@@ -318,7 +335,54 @@ impl Builder<'_> {
         )
         .map_err(|e| PlanError(format!("contraction-order search failed: {e}")))?;
         self.notes.extend(info.notes.iter().cloned());
-        let mut live = ops;
+        // A sliced tree runs inside a `SliceSum`: its steps go to a body of their own, on
+        // arguments that no longer hold the sliced indices. A factor whose reduction keeps
+        // a sliced index is reduced inside the body, one slice at a time, so that no
+        // intermediate outside the body is larger than the limit wants.
+        let sliced: Vec<IndexId> = info
+            .slicing
+            .as_ref()
+            .map(|s| s.labels.iter().map(|&l| IndexId(l)).collect())
+            .unwrap_or_default();
+        let mut args: Vec<(ValueId, bool)> = Vec::with_capacity(prep.len());
+        for (v, keep, needs_unary) in &prep {
+            let inner = *needs_unary && keep.iter().any(|i| sliced.contains(i));
+            if *needs_unary && !inner {
+                let flops = self.elements(&dedup(&self.value(*v).indices));
+                args.push((
+                    self.push(Op::Unary { arg: *v }, keep.clone(), dtype, flops),
+                    false,
+                ));
+            } else {
+                args.push((*v, inner));
+            }
+        }
+        let outer = (!sliced.is_empty()).then(|| std::mem::take(&mut self.steps));
+        let mut live: Vec<ValueId> = match &outer {
+            None => args.iter().map(|&(v, _)| v).collect(),
+            Some(saved) => {
+                let mut live = Vec::with_capacity(args.len());
+                for (k, (&(v, inner), (_, keep, _))) in args.iter().zip(&prep).enumerate() {
+                    let st = &saved[v.0 as usize];
+                    let idx: Vec<IndexId> = st
+                        .indices
+                        .iter()
+                        .filter(|i| !sliced.contains(i))
+                        .copied()
+                        .collect();
+                    let dt = st.dtype;
+                    let a = self.push(Op::Arg(k), idx.clone(), dt, 0.0);
+                    live.push(if inner {
+                        let kept = keep.iter().filter(|i| !sliced.contains(i)).copied();
+                        let flops = self.elements(&dedup(&idx));
+                        self.push(Op::Unary { arg: a }, kept.collect(), dtype, flops)
+                    } else {
+                        a
+                    });
+                }
+                live
+            }
+        };
         for (k, &(a, b)) in info.path.pairs.iter().enumerate() {
             let (a, b) = (a.min(b), a.max(b));
             if b >= live.len() {
@@ -351,11 +415,144 @@ impl Builder<'_> {
             let v = self.push(Op::Contract { lhs: va, rhs: vb }, keep, dtype, flops);
             live.push(v);
         }
-        match live.as_slice() {
-            [v] => Ok(*v),
-            _ => Err(PlanError("order search returned an incomplete path".into())),
+        let v = match live.as_slice() {
+            [v] => *v,
+            _ => return Err(PlanError("order search returned an incomplete path".into())),
+        };
+        let Some(saved) = outer else {
+            return Ok(v);
+        };
+        let body = std::mem::replace(&mut self.steps, saved);
+        let indices = body[v.0 as usize].indices.clone();
+        let slices: f64 = sliced.iter().map(|&i| self.p.size(i) as f64).product();
+        let flops = slices * body.iter().map(|s| s.flops).sum::<f64>();
+        let args = args.into_iter().map(|(v, _)| v).collect();
+        Ok(self.push(Op::SliceSum { args, sliced, body }, indices, dtype, flops))
+    }
+}
+
+/// The plan invariants over one step list: the plan's own (`body: None`) or a `SliceSum`
+/// body (`body: Some((argument indices, sliced indices))`).
+fn verify_steps(
+    plan: &Plan,
+    steps: &[Step],
+    body: Option<(&[Vec<IndexId>], &[IndexId])>,
+    stored: &mut Vec<TensorId>,
+) -> Result<(), PlanError> {
+    let err = |s: &Step, m: &str| {
+        let place = if body.is_some() {
+            " of a slice body"
+        } else {
+            ""
+        };
+        Err(PlanError(format!(
+            "invalid plan at step %{}{place}: {m}",
+            s.out.0
+        )))
+    };
+    for (k, s) in steps.iter().enumerate() {
+        if s.out.0 as usize != k {
+            return err(s, "value numbering is not sequential");
+        }
+        let earlier = |v: &ValueId| (v.0 as usize) < k;
+        let sub = |a: &[IndexId], of: &[IndexId]| a.iter().all(|i| of.contains(i));
+        if !matches!(s.op, Op::Load { .. } | Op::Arg(_))
+            && dedup(&s.indices).len() != s.indices.len()
+        {
+            return err(s, "repeated index in a computed value");
+        }
+        if let Some((_, sliced)) = body {
+            if !matches!(s.op, Op::Arg(_) | Op::Unary { .. } | Op::Contract { .. }) {
+                return err(
+                    s,
+                    "a slice body may only hold arg, unary and contract steps",
+                );
+            }
+            if s.indices.iter().any(|i| sliced.contains(i)) {
+                return err(s, "a slice body value keeps a sliced index");
+            }
+        }
+        match &s.op {
+            Op::Load { .. } | Op::Const(_) => {}
+            Op::Arg(a) => {
+                let Some((args, sliced)) = body else {
+                    return err(s, "arg outside a slice body");
+                };
+                let Some(idx) = args.get(*a) else {
+                    return err(s, "arg of a missing argument");
+                };
+                let want: Vec<IndexId> = idx
+                    .iter()
+                    .filter(|i| !sliced.contains(i))
+                    .copied()
+                    .collect();
+                if s.indices != want {
+                    return err(
+                        s,
+                        "arg indices are not the argument's minus the sliced ones",
+                    );
+                }
+            }
+            Op::Unary { arg } | Op::Reduce { arg, .. } => {
+                if !earlier(arg) || !sub(&s.indices, &steps[arg.0 as usize].indices) {
+                    return err(s, "unary/reduce reads a later value or invents an index");
+                }
+            }
+            Op::Contract { lhs, rhs } => {
+                if !earlier(lhs) || !earlier(rhs) {
+                    return err(s, "contraction reads a later value");
+                }
+                let mut u = steps[lhs.0 as usize].indices.clone();
+                u.extend(steps[rhs.0 as usize].indices.iter().copied());
+                if !sub(&s.indices, &u) {
+                    return err(s, "contraction invents an index");
+                }
+            }
+            Op::Elementwise { args, .. } => {
+                if !args.iter().all(earlier) {
+                    return err(s, "elementwise step reads a later value");
+                }
+            }
+            Op::SliceSum {
+                args,
+                sliced,
+                body: inner,
+            } => {
+                if !args.iter().all(earlier) {
+                    return err(s, "slice sum reads a later value");
+                }
+                if sliced.is_empty() || s.indices.iter().any(|i| sliced.contains(i)) {
+                    return err(s, "slice sum without sliced indices, or keeping one");
+                }
+                let arg_idx: Vec<Vec<IndexId>> = args
+                    .iter()
+                    .map(|a| steps[a.0 as usize].indices.clone())
+                    .collect();
+                if !sliced.iter().all(|i| arg_idx.iter().any(|a| a.contains(i))) {
+                    return err(s, "a sliced index is held by no argument");
+                }
+                match inner.last() {
+                    Some(last) if last.indices == s.indices => {}
+                    _ => return err(s, "slice body does not end in the step's indices"),
+                }
+                verify_steps(plan, inner, Some((&arg_idx, sliced)), stored)?;
+            }
+            Op::Store { tensor, arg } => {
+                if !earlier(arg) || stored.contains(tensor) {
+                    return err(s, "store of a later value, or a second store");
+                }
+                if plan.program.tensors[*tensor].axes != s.indices {
+                    return err(s, "store does not match the tensor's axes");
+                }
+                stored.push(*tensor);
+            }
         }
     }
+    Ok(())
+}
+
+fn elements(p: &Program, idx: &[IndexId]) -> f64 {
+    idx.iter().map(|&i| p.size(i) as f64).product()
 }
 
 fn dedup(idx: &[IndexId]) -> Vec<IndexId> {
@@ -371,52 +568,8 @@ fn dedup(idx: &[IndexId]) -> Vec<IndexId> {
 impl Plan {
     /// Check the plan invariants listed in the module doc.
     pub fn verify(&self) -> Result<(), PlanError> {
-        let err =
-            |s: &Step, m: &str| Err(PlanError(format!("invalid plan at step %{}: {m}", s.out.0)));
         let mut stored = Vec::new();
-        for (k, s) in self.steps.iter().enumerate() {
-            if s.out.0 as usize != k {
-                return err(s, "value numbering is not sequential");
-            }
-            let earlier = |v: &ValueId| (v.0 as usize) < k;
-            let sub = |a: &[IndexId], of: &[IndexId]| a.iter().all(|i| of.contains(i));
-            if !matches!(s.op, Op::Load { .. }) && dedup(&s.indices).len() != s.indices.len() {
-                return err(s, "repeated index in a computed value");
-            }
-            match &s.op {
-                Op::Load { .. } | Op::Const(_) => {}
-                Op::Unary { arg } | Op::Reduce { arg, .. } => {
-                    if !earlier(arg) || !sub(&s.indices, &self.steps[arg.0 as usize].indices) {
-                        return err(s, "unary/reduce reads a later value or invents an index");
-                    }
-                }
-                Op::Contract { lhs, rhs } => {
-                    if !earlier(lhs) || !earlier(rhs) {
-                        return err(s, "contraction reads a later value");
-                    }
-                    let mut u = self.steps[lhs.0 as usize].indices.clone();
-                    u.extend(self.steps[rhs.0 as usize].indices.iter().copied());
-                    if !sub(&s.indices, &u) {
-                        return err(s, "contraction invents an index");
-                    }
-                }
-                Op::Elementwise { args, .. } => {
-                    if !args.iter().all(earlier) {
-                        return err(s, "elementwise step reads a later value");
-                    }
-                }
-                Op::Store { tensor, arg } => {
-                    if !earlier(arg) || stored.contains(tensor) {
-                        return err(s, "store of a later value, or a second store");
-                    }
-                    if self.program.tensors[*tensor].axes != s.indices {
-                        return err(s, "store does not match the tensor's axes");
-                    }
-                    stored.push(*tensor);
-                }
-            }
-        }
-        Ok(())
+        verify_steps(self, &self.steps, None, &mut stored)
     }
 
     /// Total flops (opt_cost convention for contractions).
@@ -426,15 +579,19 @@ impl Plan {
 
     /// Largest computed value, in elements.
     pub fn largest_intermediate(&self) -> f64 {
-        self.steps
-            .iter()
-            .filter(|s| !matches!(s.op, Op::Load { .. } | Op::Store { .. }))
-            .map(|s| {
-                s.indices
-                    .iter()
-                    .map(|&i| self.program.size(i) as f64)
-                    .product::<f64>()
-            })
-            .fold(0.0, f64::max)
+        fn walk(p: &Program, steps: &[Step]) -> f64 {
+            steps
+                .iter()
+                .map(|s| match &s.op {
+                    Op::Load { .. } | Op::Store { .. } | Op::Arg(_) => 0.0,
+                    Op::SliceSum { body, .. } => walk(p, body).max(elements(p, &s.indices)),
+                    _ => elements(p, &s.indices),
+                })
+                .fold(0.0, f64::max)
+        }
+        walk(&self.program, &self.steps)
     }
 }
+
+#[cfg(test)]
+mod tests;

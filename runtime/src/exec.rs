@@ -166,6 +166,8 @@ fn run_plan<'a>(
     let mut values: Vec<Option<Slot<'a>>> = vec![None; n];
     for (k, s) in plan.steps.iter().enumerate() {
         let t0 = opts.collect_stats.then(Instant::now);
+        // Transient bytes a slice body held at once (0 for other steps).
+        let mut body_peak = 0;
         let labels = |v: &einc_compiler::plan::ValueId| -> &[u32] {
             ir_labels(&plan.steps[v.0 as usize].indices)
         };
@@ -228,6 +230,23 @@ fn run_plan<'a>(
                         Step::Reduce(kop, labels(arg), out_idx),
                     )))
                 }
+                Op::SliceSum {
+                    args: vs,
+                    sliced,
+                    body,
+                } => {
+                    let slots = vs.iter().map(get).collect::<Result<Vec<_>, _>>()?;
+                    let views: Vec<TensorView<'_>> = slots.iter().map(|d| d.view()).collect();
+                    let ls: Vec<&[u32]> = vs.iter().map(labels).collect();
+                    let (sum, peak) = slice_sum(plan, &views, &ls, ir_labels(sliced), body)?;
+                    body_peak = peak;
+                    Slot::Owned(Arc::new(sum))
+                }
+                Op::Arg(_) => {
+                    return Err(ExecError(
+                        "internal error: a slice argument outside a slice body".into(),
+                    ))
+                }
                 Op::Store { tensor, arg } => {
                     let a = get(arg)?.clone();
                     tensors[tensor.index()] = Some(a.clone());
@@ -247,7 +266,9 @@ fn run_plan<'a>(
         if let Some(t0) = t0 {
             stats.steps.push((k, t0.elapsed(), s.flops, bytes));
             // Measured before this step's arguments are freed: they coexist with the result.
-            stats.peak_bytes = stats.peak_bytes.max(live_bytes(&values, &tensors) + bytes);
+            stats.peak_bytes = stats
+                .peak_bytes
+                .max(live_bytes(&values, &tensors) + bytes + body_peak);
         }
         for a in args(&s.op) {
             if last_use[a] == k {
@@ -316,9 +337,20 @@ pub fn max_bytes() -> f64 {
 
 /// Refuse plans with a value larger than `limit` bytes (sizes in f64: no overflow).
 pub fn check_memory(plan: &Plan, limit: f64) -> Result<(), ExecError> {
+    check_steps(plan, &plan.steps, limit)
+}
+
+fn check_steps(
+    plan: &Plan,
+    steps: &[einc_compiler::plan::Step],
+    limit: f64,
+) -> Result<(), ExecError> {
     let p = &plan.program;
-    for s in &plan.steps {
-        if matches!(s.op, Op::Load { .. } | Op::Store { .. }) {
+    for s in steps {
+        if let Op::SliceSum { body, .. } = &s.op {
+            check_steps(plan, body, limit)?;
+        }
+        if matches!(s.op, Op::Load { .. } | Op::Store { .. } | Op::Arg(_)) {
             continue;
         }
         let elems: f64 = s.indices.iter().map(|&i| p.size(i) as f64).product();
@@ -347,8 +379,120 @@ fn args(op: &Op) -> Vec<usize> {
             vec![arg.0 as usize]
         }
         Op::Contract { lhs, rhs } => vec![lhs.0 as usize, rhs.0 as usize],
-        Op::Elementwise { args, .. } => args.iter().map(|a| a.0 as usize).collect(),
+        Op::Elementwise { args, .. } | Op::SliceSum { args, .. } => {
+            args.iter().map(|a| a.0 as usize).collect()
+        }
+        Op::Arg(_) => vec![],
     }
+}
+
+/// Runs a `SliceSum` body once per slice and adds up its results. Returns the sum and the
+/// most bytes the body's own values held at once (the sum's buffer excluded).
+fn slice_sum(
+    plan: &Plan,
+    args: &[TensorView<'_>],
+    arg_labels: &[&[u32]],
+    sliced: &[u32],
+    body: &[einc_compiler::plan::Step],
+) -> Result<(TensorData, usize), ExecError> {
+    let p = &plan.program;
+    let internal = |m: &str| ExecError(format!("internal error in a sliced product: {m}"));
+    let extents: Vec<usize> = sliced
+        .iter()
+        .map(|&l| p.indices[einc_compiler::ir::IndexId(l)].size as usize)
+        .collect();
+    let slices = extents
+        .iter()
+        .try_fold(1usize, |n, &e| n.checked_mul(e))
+        .ok_or_else(|| ExecError("a sliced product has more slices than fit in memory".into()))?;
+    let mut last_use = vec![usize::MAX; body.len()];
+    for (k, s) in body.iter().enumerate() {
+        for a in self::args(&s.op) {
+            last_use[a] = k;
+        }
+    }
+    let mut sum: Option<TensorData> = None;
+    let mut peak = 0usize;
+    let mut value = vec![0usize; sliced.len()];
+    for slice in 0..slices {
+        let mut rest = slice;
+        for (v, &e) in value.iter_mut().zip(&extents).rev() {
+            *v = rest % e;
+            rest /= e;
+        }
+        let fixed: Vec<TensorView<'_>> = args
+            .iter()
+            .zip(arg_labels)
+            .map(|(a, ls)| {
+                let axes: Vec<(usize, usize)> = ls
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(axis, l)| {
+                        let j = sliced.iter().position(|s| s == l)?;
+                        Some((axis, value[j]))
+                    })
+                    .collect();
+                a.fix_axes(&axes)
+            })
+            .collect();
+        let mut values: Vec<Option<Slot<'_>>> = vec![None; body.len()];
+        for (k, s) in body.iter().enumerate() {
+            let get = |v: &einc_compiler::plan::ValueId| {
+                values[v.0 as usize]
+                    .as_ref()
+                    .ok_or_else(|| internal("a value was read after it was freed"))
+            };
+            let lab = |v: &einc_compiler::plan::ValueId| ir_labels(&body[v.0 as usize].indices);
+            let out = ir_labels(&s.indices);
+            let r = match &s.op {
+                Op::Arg(a) => Slot::View(
+                    fixed
+                        .get(*a)
+                        .ok_or_else(|| internal("argument out of range"))?
+                        .reborrow(),
+                ),
+                Op::Unary { arg } => Slot::Owned(Arc::new(with_dtype(
+                    s.dtype,
+                    &[get(arg)?.view()],
+                    Step::Unary(lab(arg), out),
+                ))),
+                Op::Contract { lhs, rhs } => Slot::Owned(Arc::new(with_dtype(
+                    s.dtype,
+                    &[get(lhs)?.view(), get(rhs)?.view()],
+                    Step::Contract(lab(lhs), lab(rhs), out),
+                ))),
+                _ => return Err(internal("unexpected step in a slice body")),
+            };
+            values[k] = Some(r);
+            let held: usize = values.iter().flatten().map(|v| v.owned_bytes()).sum();
+            peak = peak.max(held);
+            for a in self::args(&s.op) {
+                if last_use[a] == k {
+                    values[a] = None;
+                }
+            }
+        }
+        let last = values
+            .last()
+            .and_then(|v| v.as_ref())
+            .ok_or_else(|| internal("empty body"))?;
+        let view = last.view();
+        match &mut sum {
+            None => {
+                let first = if view.dtype() == body[body.len() - 1].dtype {
+                    view.to_owned()
+                } else {
+                    view.cast(body[body.len() - 1].dtype)
+                };
+                sum = Some(first);
+            }
+            Some(acc) => acc
+                .add_assign(&view)
+                .ok_or_else(|| internal("slice results differ in shape or dtype"))?,
+        }
+    }
+    sum.map(|s| (s, peak))
+        .ok_or_else(|| ExecError("a sliced product has no slices (an index of size 0)".into()))
 }
 
 fn elem_op(op: ElemOp) -> kernels::MapOp {

@@ -141,6 +141,30 @@ impl<'a> TensorView<'a> {
         }
     }
 
+    /// The view with each `(axis, value)` axis fixed to that value and dropped (axes
+    /// numbered in `self`; any order), as an einsum slice does. Panics on an axis or value
+    /// out of range: callers pass positions derived from the plan.
+    pub fn fix_axes(&self, fixed: &[(usize, usize)]) -> TensorView<'_> {
+        let mut order: Vec<(usize, usize)> = fixed.to_vec();
+        // Dropping the highest axis first keeps the lower axes' numbers valid.
+        order.sort_unstable_by_key(|&(axis, _)| std::cmp::Reverse(axis));
+        macro_rules! fix {
+            ($variant:ident, $a:expr) => {{
+                let mut v = $a.view();
+                for &(axis, value) in &order {
+                    v = v.index_axis_move(ndarray::Axis(axis), value);
+                }
+                TensorView::$variant(v)
+            }};
+        }
+        match self {
+            TensorView::F32(a) => fix!(F32, a),
+            TensorView::F64(a) => fix!(F64, a),
+            TensorView::C64(a) => fix!(C64, a),
+            TensorView::C128(a) => fix!(C128, a),
+        }
+    }
+
     pub fn to_owned(&self) -> TensorData {
         match self {
             TensorView::F32(a) => TensorData::F32(a.to_owned()),
@@ -180,6 +204,21 @@ impl TensorData {
             TensorData::C64(a) => TensorView::C64(a.view()),
             TensorData::C128(a) => TensorView::C128(a.view()),
         }
+    }
+
+    /// `self += other`, elementwise; `None` when dtypes or shapes differ.
+    pub fn add_assign(&mut self, other: &TensorView<'_>) -> Option<()> {
+        if self.shape() != other.shape() {
+            return None;
+        }
+        match (self, other) {
+            (TensorData::F32(a), TensorView::F32(b)) => *a += b,
+            (TensorData::F64(a), TensorView::F64(b)) => *a += b,
+            (TensorData::C64(a), TensorView::C64(b)) => *a += b,
+            (TensorData::C128(a), TensorView::C128(b)) => *a += b,
+            _ => return None,
+        }
+        Some(())
     }
 
     /// Bytes of element storage.

@@ -1,0 +1,114 @@
+//! Sliced plans: built under a memory limit, checked by `Plan::verify`, and refused by it
+//! when a slice body breaks an invariant.
+
+use super::*;
+use crate::pipeline::{compile_einsum, CompileConfig};
+
+fn sliced(eq: &str, shapes: &[Vec<usize>], limit: f64) -> Plan {
+    let cfg = CompileConfig {
+        plan: PlanConfig {
+            optimizer: Optimizer::Greedy,
+            limits: Limits {
+                memory_limit: Some(limit),
+                allow_slicing: true,
+                ..Limits::default()
+            },
+        },
+        ..CompileConfig::default()
+    };
+    let dtypes = vec![DType::F64; shapes.len()];
+    compile_einsum(eq, shapes, &dtypes, &cfg)
+        .expect("compiles")
+        .plan
+}
+
+fn slice_sum(plan: &Plan) -> &Step {
+    plan.steps
+        .iter()
+        .find(|s| matches!(s.op, Op::SliceSum { .. }))
+        .expect("a sliced product")
+}
+
+#[test]
+fn a_ring_over_the_limit_is_sliced_and_verifies() {
+    let n = 30;
+    let plan = sliced("ij,jk,kl,li->", &vec![vec![n, n]; 4], 100.0);
+    plan.verify().expect("valid plan");
+    assert!(plan.largest_intermediate() <= 100.0);
+    let s = slice_sum(&plan);
+    let Op::SliceSum { args, sliced, body } = &s.op else {
+        unreachable!()
+    };
+    assert_eq!(args.len(), 4);
+    assert!(!sliced.is_empty());
+    let slices: f64 = sliced
+        .iter()
+        .map(|&i| plan.program.size(i) as f64)
+        .product();
+    let per_slice: f64 = body.iter().map(|b| b.flops).sum();
+    assert_eq!(s.flops, slices * per_slice);
+    let text = crate::dump::dump_plan(&plan);
+    assert!(text.contains("slice_sum over ["), "{text}");
+    assert!(text.contains("    %0 = arg 0"), "{text}");
+}
+
+#[test]
+fn a_factor_reduced_over_a_sliced_index_is_reduced_per_slice() {
+    // `x` is private to the first factor: its reduction keeps i and j, so when either is
+    // sliced the reduction must run inside the body, not materialise ij outside.
+    let n = 30;
+    let mut shapes = vec![vec![n, n, 7]];
+    shapes.extend(vec![vec![n, n]; 3]);
+    let plan = sliced("ijx,jk,kl,li->", &shapes, 100.0);
+    plan.verify().expect("valid plan");
+    assert!(
+        plan.largest_intermediate() <= 100.0,
+        "{}",
+        crate::dump::dump_plan(&plan)
+    );
+    let Op::SliceSum { body, .. } = &slice_sum(&plan).op else {
+        unreachable!()
+    };
+    assert!(body.iter().any(|b| matches!(b.op, Op::Unary { .. })));
+}
+
+#[test]
+fn verify_refuses_broken_slice_bodies() {
+    let plan = sliced("ij,jk,kl,li->", &vec![vec![20, 20]; 4], 50.0);
+    let k = plan
+        .steps
+        .iter()
+        .position(|s| matches!(s.op, Op::SliceSum { .. }))
+        .expect("sliced");
+    let edit = |f: &dyn Fn(&mut Step)| {
+        let mut p = plan.clone();
+        f(&mut p.steps[k]);
+        p.verify().expect_err("must be refused").0
+    };
+    let e = edit(&|s| {
+        if let Op::SliceSum { body, sliced, .. } = &mut s.op {
+            let i = sliced[0];
+            body.last_mut().expect("body").indices.push(i);
+        }
+    });
+    assert!(e.contains("sliced index") || e.contains("indices"), "{e}");
+    let e = edit(&|s| {
+        if let Op::SliceSum { body, .. } = &mut s.op {
+            body[0].op = Op::Const(1.0);
+        }
+    });
+    assert!(e.contains("slice body may only hold"), "{e}");
+    let e = edit(&|s| {
+        if let Op::SliceSum { sliced, .. } = &mut s.op {
+            sliced.clear();
+        }
+    });
+    assert!(e.contains("without sliced indices"), "{e}");
+    let mut p = plan.clone();
+    p.steps[0].op = Op::Arg(0);
+    assert!(p
+        .verify()
+        .expect_err("arg at top level")
+        .0
+        .contains("outside"));
+}
