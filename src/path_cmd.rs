@@ -243,29 +243,49 @@ fn write(p: &Path, bytes: &[u8]) -> Result<(), Error> {
 
 /// The tree as DOT: leaves are the inputs with their indices, inner nodes
 /// the steps with their result indices and cost, edges point to the result.
+/// The tree is a petgraph graph; petgraph writes its nodes and edges, and the
+/// graph attributes (bottom-to-top layout, monospace font) are added here.
 fn to_dot(net: &Network, info: &PathInfo) -> String {
-    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    use petgraph::dot::{Config, Dot};
+    use petgraph::graph::DiGraph;
     let label = |ls: &[Label]| {
         let v: Vec<&str> = ls.iter().map(|&l| net.names[l as usize].as_str()).collect();
-        esc(&v.concat())
+        v.concat()
     };
-    let mut out =
-        String::from("digraph contraction {\n  rankdir=BT;\n  node [fontname=\"monospace\"];\n");
-    let n = net.inputs.len();
+    // Node weight: (shape, indices, flops of the step for inner nodes).
+    let mut g: DiGraph<(&str, String, Option<f64>), ()> = DiGraph::new();
+    let mut ids = Vec::new();
     for (k, t) in net.inputs.iter().enumerate() {
-        out += &format!("  n{k} [shape=box, label=\"{k}: {}\"];\n", label(t));
+        ids.push(g.add_node(("box", format!("{k}: {}", label(t)), None)));
     }
+    let n = net.inputs.len();
     let ssa = order::linear_to_ssa(n, &info.path).unwrap_or_default();
-    for (s, ((a, b), step)) in ssa.iter().zip(&info.steps).enumerate() {
-        let id = n + s;
-        out += &format!(
-            "  n{id} [shape=ellipse, label=\"{}\\nflops {:.3e}\"];\n  n{a} -> n{id};\n  n{b} -> n{id};\n",
-            label(&step.result),
-            step.flops
-        );
+    for ((a, b), step) in ssa.iter().zip(&info.steps) {
+        let id = g.add_node(("ellipse", label(&step.result), Some(step.flops)));
+        for &child in [a, b] {
+            if let Some(&c) = ids.get(child) {
+                g.add_edge(c, id, ());
+            }
+        }
+        ids.push(id);
     }
-    out += "}\n";
-    out
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let edge_attrs = |_, _| String::new();
+    let node_attrs = |_, (_, (shape, text, flops)): (_, &(&str, String, Option<f64>))| {
+        let cost = flops.map_or(String::new(), |f| format!("\\nflops {f:.3e}"));
+        format!("shape={shape}, label=\"{}{cost}\"", esc(text))
+    };
+    let body = Dot::with_attr_getters(
+        &g,
+        &[
+            Config::GraphContentOnly,
+            Config::NodeNoLabel,
+            Config::EdgeNoLabel,
+        ],
+        &edge_attrs,
+        &node_attrs,
+    );
+    format!("digraph contraction {{\n  rankdir=BT;\n  node [fontname=\"monospace\"];\n{body:?}}}\n")
 }
 
 fn render_svg(dot: &str) -> Result<Vec<u8>, Error> {

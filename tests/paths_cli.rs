@@ -480,7 +480,10 @@ fn dot_and_svg_drawings() {
     assert!(o.status.success());
     let text = std::fs::read_to_string(&dot).unwrap();
     assert!(
-        text.starts_with("digraph") && text.contains("n0 -> n"),
+        text.starts_with("digraph")
+            && text.contains("0 -> 3")
+            && text.contains("3 -> 4")
+            && text.contains("label=\"il\\nflops"),
         "{text}"
     );
     let o = einc(&[
