@@ -5,7 +5,7 @@ use einc::{Error, ExecOptions, Optimizer, TensorData};
 use einc_compiler::dump;
 use einc_compiler::order::Limits;
 use einc_compiler::pipeline::CompileConfig;
-use einc_compiler::plan::PlanConfig;
+use einc_compiler::plan::{PlanConfig, Semiring};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,7 +40,32 @@ enum Emit {
 enum OptArg {
     Greedy,
     Optimal,
+    Hyper,
     Auto,
+}
+
+/// How products are evaluated: `⊕` over summed indices of `⊗` over factors.
+#[derive(Clone, Copy, ValueEnum)]
+enum SemiringArg {
+    /// Ordinary einsum: sum of products.
+    SumProduct,
+    /// max over summed indices of sums (tropical).
+    MaxPlus,
+    /// min over summed indices of sums (tropical).
+    MinPlus,
+    /// log of the sum of exp of sums: sum-product on log-values, computed stably.
+    LogSumExp,
+}
+
+impl SemiringArg {
+    fn get(self) -> Semiring {
+        match self {
+            SemiringArg::SumProduct => Semiring::SumProduct,
+            SemiringArg::MaxPlus => Semiring::MaxPlus,
+            SemiringArg::MinPlus => Semiring::MinPlus,
+            SemiringArg::LogSumExp => Semiring::LogSumExp,
+        }
+    }
 }
 
 impl OptArg {
@@ -48,6 +73,7 @@ impl OptArg {
         match self {
             OptArg::Greedy => Optimizer::Greedy,
             OptArg::Optimal => Optimizer::Optimal,
+            OptArg::Hyper => Optimizer::Hyper,
             OptArg::Auto => Optimizer::Auto,
         }
     }
@@ -71,6 +97,9 @@ enum Cmd {
         /// Largest intermediate allowed, in elements; products over it are sliced.
         #[arg(long, value_name = "ELEMENTS")]
         memory_limit: Option<f64>,
+        /// The semiring of every product (programs of products only, real dtypes).
+        #[arg(long, value_enum, default_value = "sum-product")]
+        semiring: SemiringArg,
     },
     /// Run a .ein program, or a bare einsum with -e, on .npy files.
     Run {
@@ -99,6 +128,9 @@ enum Cmd {
         /// (default: as many as `EINC_MAX_BYTES`, 16 GiB, holds).
         #[arg(long, value_name = "ELEMENTS")]
         memory_limit: Option<f64>,
+        /// The semiring of every product (programs of products only, real dtypes).
+        #[arg(long, value_enum, default_value = "sum-product")]
+        semiring: SemiringArg,
         /// Print per-step time and flops, and peak memory, to stderr.
         #[arg(long)]
         stats: bool,
@@ -141,8 +173,9 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
             dims,
             optimizer,
             memory_limit,
+            semiring,
         } => {
-            let cfg = config(optimizer.get(), memory_limit)?;
+            let cfg = config(optimizer.get(), memory_limit, semiring.get())?;
             let text = compile_cmd(&file, emit, &dims, &cfg)?;
             write_text(output.as_deref(), &text)
         }
@@ -156,11 +189,12 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
             dims,
             optimizer,
             memory_limit,
+            semiring,
             stats,
             threads,
         } => {
             let opts = RunOpts {
-                config: config(optimizer.get(), memory_limit)?,
+                config: config(optimizer.get(), memory_limit, semiring.get())?,
                 exec: ExecOptions {
                     threads,
                     collect_stats: stats,
@@ -215,7 +249,11 @@ fn parse_dims(dims: &[String]) -> Result<BTreeMap<String, u64>, Error> {
     Ok(out)
 }
 
-fn config(optimizer: Optimizer, memory_limit: Option<f64>) -> Result<CompileConfig, Error> {
+fn config(
+    optimizer: Optimizer,
+    memory_limit: Option<f64>,
+    semiring: Semiring,
+) -> Result<CompileConfig, Error> {
     if let Some(m) = memory_limit {
         if m.is_nan() || m < 1.0 {
             return Err(Error::Runtime(format!(
@@ -231,6 +269,7 @@ fn config(optimizer: Optimizer, memory_limit: Option<f64>) -> Result<CompileConf
                 allow_slicing: memory_limit.is_some(),
                 ..Limits::default()
             },
+            semiring,
         },
         ..CompileConfig::default()
     })

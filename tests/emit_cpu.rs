@@ -38,79 +38,11 @@ fn emitted_cpu_source_compiles_and_matches_the_oracle() {
             continue;
         }
         let code = einc_compiler::emit_cpu::emit_cpu(plan, "test").expect("emits");
-        // A main() that builds the inputs, calls every output function, prints the values.
-        let mut main = String::from("\nfn main() {\n");
-        let mut oracle_inputs = Vec::new();
-        for (k, (_, t)) in p.inputs().enumerate() {
-            let shape: Vec<usize> = t.axes.iter().map(|&a| p.size(a) as usize).collect();
-            let n: usize = shape.iter().product();
-            let ty = if t.dtype == DType::F32 { "f32" } else { "f64" };
-            let vals: Vec<String> = (0..n).map(|i| format!("{:?}", value(i, k))).collect();
-            let _ = writeln!(
-                main,
-                "    let {}: Vec<{ty}> = vec![{}];",
-                ident(&t.name),
-                vals.iter()
-                    .map(|v| format!("{v} as {ty}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            let data: Vec<f64> = (0..n).map(|i| value(i, k)).collect();
-            let arr = ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape");
-            oracle_inputs.push(if t.dtype == DType::F32 {
-                TensorData::F32(arr.mapv(|x| x as f32))
-            } else {
-                TensorData::F64(arr)
-            });
-        }
-        for &o in &p.outputs {
-            let t = &p.tensors[o];
-            let n: u64 = t.axes.iter().map(|&a| p.size(a)).product();
-            let ty = if t.dtype == DType::F32 { "f32" } else { "f64" };
-            let f = ident(&t.name);
-            // Only the inputs the output needs are parameters: find them in the signature.
-            let sig = code
-                .lines()
-                .find(|l| l.starts_with(&format!("pub fn {f}(")))
-                .expect("function");
-            let args: Vec<String> = sig
-                .trim_start_matches(&format!("pub fn {f}("))
-                .split(", ")
-                .filter_map(|a| a.split(':').next())
-                .filter(|a| *a != "out")
-                .map(|a| format!("&{a}"))
-                .collect();
-            let _ = writeln!(main, "    let mut r_{f} = vec![0.0 as {ty}; {n}];");
-            let mut call_args = args.clone();
-            call_args.push(format!("&mut r_{f}"));
-            let _ = writeln!(main, "    {f}({});", call_args.join(", "));
-            let _ = writeln!(main, "    for x in &r_{f} {{ println!(\"{{:e}}\", x); }}");
-        }
-        main.push_str("}\n");
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let src = tmp.join(format!("{name}.rs"));
-        std::fs::write(&src, format!("{code}{main}")).expect("write");
-        let exe = tmp.join(&name);
-        let out = Command::new("rustc")
-            .args(["--edition", "2021", "-O", "-o"])
-            .arg(&exe)
-            .arg(&src)
-            .output()
-            .expect("rustc runs");
-        assert!(
-            out.status.success(),
-            "{name}: emitted source does not compile:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let run = Command::new(&exe).output().expect("run emitted");
-        assert!(run.status.success(), "{name}: emitted program failed");
-        let got: Vec<f64> = String::from_utf8_lossy(&run.stdout)
-            .lines()
-            .map(|l| l.trim().parse().expect("number"))
-            .collect();
+        let (got, oracle_inputs) = run_emitted(&tmp, &name, &code, plan);
         let want: Vec<f64> = einc_runtime::oracle::evaluate(&compiled.ir, &oracle_inputs)
             .iter()
             .flat_map(|a| a.iter().map(|z| z.re).collect::<Vec<_>>())
@@ -140,4 +72,131 @@ fn emitted_cpu_source_compiles_and_matches_the_oracle() {
         "only {} programs checked",
         checked.len()
     );
+}
+
+/// Appends a `main` that feeds the deterministic inputs to every output function of the
+/// emitted `code`, compiles it with rustc, runs it, and returns the printed outputs (in
+/// output order) with the inputs as arrays for the oracle.
+fn run_emitted(
+    tmp: &Path,
+    name: &str,
+    code: &str,
+    plan: &einc_compiler::plan::Plan,
+) -> (Vec<f64>, Vec<TensorData>) {
+    let p = &plan.program;
+    let mut main = String::from("\nfn main() {\n");
+    let mut oracle_inputs = Vec::new();
+    for (k, (_, t)) in p.inputs().enumerate() {
+        let shape: Vec<usize> = t.axes.iter().map(|&a| p.size(a) as usize).collect();
+        let n: usize = shape.iter().product();
+        let ty = if t.dtype == DType::F32 { "f32" } else { "f64" };
+        let vals: Vec<String> = (0..n).map(|i| format!("{:?}", value(i, k))).collect();
+        let _ = writeln!(
+            main,
+            "    let {}: Vec<{ty}> = vec![{}];",
+            ident(&t.name),
+            vals.iter()
+                .map(|v| format!("{v} as {ty}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let data: Vec<f64> = (0..n).map(|i| value(i, k)).collect();
+        let arr = ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape");
+        oracle_inputs.push(if t.dtype == DType::F32 {
+            TensorData::F32(arr.mapv(|x| x as f32))
+        } else {
+            TensorData::F64(arr)
+        });
+    }
+    for &o in &p.outputs {
+        let t = &p.tensors[o];
+        let n: u64 = t.axes.iter().map(|&a| p.size(a)).product();
+        let ty = if t.dtype == DType::F32 { "f32" } else { "f64" };
+        let f = ident(&t.name);
+        // Only the inputs the output needs are parameters: find them in the signature.
+        let sig = code
+            .lines()
+            .find(|l| l.starts_with(&format!("pub fn {f}(")))
+            .expect("function");
+        let args: Vec<String> = sig
+            .trim_start_matches(&format!("pub fn {f}("))
+            .split(", ")
+            .filter_map(|a| a.split(':').next())
+            .filter(|a| *a != "out")
+            .map(|a| format!("&{a}"))
+            .collect();
+        let _ = writeln!(main, "    let mut r_{f} = vec![0.0 as {ty}; {n}];");
+        let mut call_args = args.clone();
+        call_args.push(format!("&mut r_{f}"));
+        let _ = writeln!(main, "    {f}({});", call_args.join(", "));
+        let _ = writeln!(main, "    for x in &r_{f} {{ println!(\"{{:e}}\", x); }}");
+    }
+    main.push_str("}\n");
+    let src = tmp.join(format!("{name}.rs"));
+    std::fs::write(&src, format!("{code}{main}")).expect("write");
+    let exe = tmp.join(name);
+    let out = Command::new("rustc")
+        .args(["--edition", "2021", "-O", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .expect("rustc runs");
+    assert!(
+        out.status.success(),
+        "{name}: emitted source does not compile:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = Command::new(&exe).output().expect("run emitted");
+    assert!(run.status.success(), "{name}: emitted program failed");
+    let got = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .map(|l| l.trim().parse().expect("number"))
+        .collect();
+    (got, oracle_inputs)
+}
+
+/// In the other semirings the emitted loops fold with max, min or a running log-sum-exp;
+/// they must agree with the executor (itself checked against the semiring reference).
+#[test]
+fn emitted_semiring_source_matches_the_executor() {
+    use einc_compiler::plan::{PlanConfig, Semiring};
+    let tmp = std::env::temp_dir().join(format!("einc-emit-semi-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let cases: [(&str, &[&[usize]]); 4] = [
+        ("ij,jk,kl->il", &[&[3, 4], &[4, 2], &[2, 5]]),
+        ("iij,jk->ik", &[&[3, 3, 4], &[4, 2]]),
+        ("ijk,ik->j", &[&[2, 3, 4], &[2, 4]]),
+        ("ab,bc,ca->", &[&[3, 2], &[2, 4], &[4, 3]]),
+    ];
+    for semiring in [Semiring::MaxPlus, Semiring::MinPlus, Semiring::LogSumExp] {
+        for (c, (eq, shapes)) in cases.iter().enumerate() {
+            let shapes: Vec<Vec<usize>> = shapes.iter().map(|s| s.to_vec()).collect();
+            let cfg = CompileConfig {
+                plan: PlanConfig {
+                    semiring,
+                    ..PlanConfig::default()
+                },
+                ..CompileConfig::default()
+            };
+            let expr =
+                einc::compile_with_config(eq, &shapes, &vec![DType::F64; shapes.len()], &cfg)
+                    .expect("compiles");
+            let plan = &expr.compiled().plan;
+            let code = einc_compiler::emit_cpu::emit_cpu(plan, eq).expect("emits");
+            let name = format!("semi_{}_{c}", semiring.name().replace('-', "_"));
+            let (got, inputs) = run_emitted(&tmp, &name, &code, plan);
+            let want = match expr.run_dyn(inputs).expect("runs") {
+                TensorData::F64(a) => a.iter().copied().collect::<Vec<f64>>(),
+                other => panic!("f64 expected, got {:?}", other.dtype()),
+            };
+            assert_eq!(got.len(), want.len(), "{name}");
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-10 * w.abs().max(1.0),
+                    "{name} {eq}: {g} vs {w}"
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -3,7 +3,6 @@
 //! unsliced result, and `einc path` (optimizers, seeds, memory limits and
 //! slicing, instances, DOT/SVG) behaves as documented.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -11,88 +10,11 @@ use einc::{CompileConfig, DType, Optimizer, TensorData};
 use einc_compiler::order::{self, Limits};
 use einc_compiler::plan::PlanConfig;
 use einc_runtime::reference::reference_einsum;
-use ndarray::{ArrayD, IxDyn};
+use ndarray::ArrayD;
 use num_complex::Complex64;
 
-/// splitmix64, so that the cases are the same on every run.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-struct Net {
-    eq: String,
-    labels: Vec<Vec<u32>>,
-    out: Vec<u32>,
-    sizes: BTreeMap<u32, usize>,
-}
-
-impl Net {
-    fn shapes(&self) -> Vec<Vec<usize>> {
-        self.labels
-            .iter()
-            .map(|t| t.iter().map(|l| self.sizes[l]).collect())
-            .collect()
-    }
-}
-
-/// A random network: `n` operands of rank 0..=3 over `n_labels` letters of
-/// size 1..=3 (hyperedges, Hadamard products, outer products and scalars
-/// all occur), output a random subset of the letters used.
-fn random_net(rng: &mut Rng, n: usize, n_labels: u32) -> Net {
-    let letters: Vec<char> = ('a'..='z').collect();
-    let sizes: BTreeMap<u32, usize> = (0..n_labels)
-        .map(|l| (l, 1 + rng.below(3) as usize))
-        .collect();
-    let mut labels = Vec::new();
-    for _ in 0..n {
-        let rank = rng.below(4) as usize;
-        let mut t: Vec<u32> = Vec::new();
-        while t.len() < rank.min(n_labels as usize) {
-            let l = rng.below(n_labels as u64) as u32;
-            if !t.contains(&l) {
-                t.push(l);
-            }
-        }
-        labels.push(t);
-    }
-    let mut used: Vec<u32> = labels.iter().flatten().copied().collect();
-    used.sort_unstable();
-    used.dedup();
-    let out: Vec<u32> = used.iter().copied().filter(|_| rng.below(3) == 0).collect();
-    // The reference sums over every label it is given: only the used ones.
-    let sizes = used.iter().map(|l| (*l, sizes[l])).collect();
-    let term = |t: &[u32]| t.iter().map(|&l| letters[l as usize]).collect::<String>();
-    let eq = format!(
-        "{}->{}",
-        labels.iter().map(|t| term(t)).collect::<Vec<_>>().join(","),
-        term(&out)
-    );
-    Net {
-        eq,
-        labels,
-        out,
-        sizes,
-    }
-}
-
-fn values(shape: &[usize], k: usize) -> ArrayD<f64> {
-    let n: usize = shape.iter().product();
-    ArrayD::from_shape_vec(
-        IxDyn(shape),
-        (0..n).map(|t| ((t * 5 + k * 3) % 7) as f64 - 3.0).collect(),
-    )
-    .expect("shape")
-}
+mod common;
+use common::{random_net, values, Net, Rng};
 
 fn reference(net: &Net, arrays: &[ArrayD<f64>]) -> ArrayD<Complex64> {
     let ops: Vec<_> = arrays
@@ -126,6 +48,7 @@ fn check_optimizers(net: &Net, trials: usize) {
                     seed: 7,
                     ..Limits::default()
                 },
+                ..PlanConfig::default()
             },
             ..CompileConfig::default()
         };
@@ -225,6 +148,7 @@ fn sliced_plans_run_and_match_the_reference() {
                 plan: PlanConfig {
                     optimizer,
                     limits: limits.clone(),
+                    ..PlanConfig::default()
                 },
                 ..CompileConfig::default()
             };

@@ -175,8 +175,12 @@ pub fn dump_plan(plan: &Plan) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "plan: optimizer {}, {} steps, flops {}, largest intermediate {}",
+        "plan: optimizer {}{}, {} steps, flops {}, largest intermediate {}",
         plan.optimizer.name(),
+        match plan.semiring {
+            crate::semiring::Semiring::SumProduct => String::new(),
+            r => format!(", semiring {r}"),
+        },
         plan.steps.len(),
         fmt_num(plan.flops()),
         fmt_num(plan.largest_intermediate())

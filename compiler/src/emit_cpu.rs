@@ -83,6 +83,13 @@ pub fn emit_cpu(plan: &Plan, source_name: &str) -> Result<String, EmitError> {
         s,
         "//! row-major slice; index sizes are fixed at compile time."
     );
+    if plan.semiring != crate::semiring::Semiring::SumProduct {
+        let _ = writeln!(
+            s,
+            "//! Semiring: {} (sums over indices are its ⊕, products its ⊗ = +).",
+            plan.semiring
+        );
+    }
     let _ = writeln!(
         s,
         "#![allow(clippy::all, unused_mut, unused_variables, non_snake_case)]\n"
@@ -296,6 +303,8 @@ fn emit_step(s: &mut String, plan: &Plan, k: usize) -> Result<(), EmitError> {
         }
     };
     let out_off = offset(plan, &step.indices);
+    // The plan's semiring as the `⊕` of unary reductions and contractions.
+    let semi = plan.semiring.add_op();
     let name = format!("v{k}");
     let mut depth = 1;
     match &step.op {
@@ -308,14 +317,10 @@ fn emit_step(s: &mut String, plan: &Plan, k: usize) -> Result<(), EmitError> {
         }
         Op::Unary { arg: a } => {
             let _ = writeln!(s, "    // %{k}: unary -> [{}]", names(plan, &step.indices));
-            let _ = writeln!(s, "    let mut {name} = vec![0.0 as {ty}; {n}];");
+            let _ = writeln!(s, "    let mut {name} = vec![{}; {n}];", init(semi, ty));
             loops_open(s, plan, &dedup(labels(a)), &mut depth);
-            let _ = writeln!(
-                s,
-                "{}{name}[{out_off}] += {};",
-                "    ".repeat(depth),
-                read(a)
-            );
+            let pad = "    ".repeat(depth);
+            fold_into(s, &pad, &format!("{name}[{out_off}]"), &read(a), semi, ty);
             loops_close(s, &mut depth, 1);
         }
         Op::Contract { lhs, rhs } => {
@@ -326,7 +331,7 @@ fn emit_step(s: &mut String, plan: &Plan, k: usize) -> Result<(), EmitError> {
                 rhs.0,
                 names(plan, &step.indices)
             );
-            let _ = writeln!(s, "    let mut {name} = vec![0.0 as {ty}; {n}];");
+            let _ = writeln!(s, "    let mut {name} = vec![{}; {n}];", init(semi, ty));
             let all = dedup(
                 step.indices
                     .iter()
@@ -335,13 +340,12 @@ fn emit_step(s: &mut String, plan: &Plan, k: usize) -> Result<(), EmitError> {
                     .chain(labels(rhs)),
             );
             loops_open(s, plan, &all, &mut depth);
-            let _ = writeln!(
-                s,
-                "{}{name}[{out_off}] += {} * {};",
-                "    ".repeat(depth),
-                read(lhs),
-                read(rhs)
-            );
+            let pad = "    ".repeat(depth);
+            let x = match semi {
+                None => format!("{} * {}", read(lhs), read(rhs)),
+                Some(_) => format!("{} + {}", read(lhs), read(rhs)),
+            };
+            fold_into(s, &pad, &format!("{name}[{out_off}]"), &x, semi, ty);
             loops_close(s, &mut depth, 1);
         }
         Op::Elementwise { op, args } => {
@@ -367,34 +371,57 @@ fn emit_step(s: &mut String, plan: &Plan, k: usize) -> Result<(), EmitError> {
                 op.name(),
                 names(plan, &step.indices)
             );
-            let init = match op {
-                ReduceOp::Max | ReduceOp::LogSumExp => format!("{ty}::NEG_INFINITY"),
-                ReduceOp::Min => format!("{ty}::INFINITY"),
-            };
-            let _ = writeln!(s, "    let mut {name} = vec![{init}; {n}];");
+            let _ = writeln!(
+                s,
+                "    let mut {name} = vec![{}; {n}];",
+                init(Some(*op), ty)
+            );
             let all = dedup(labels(a));
             loops_open(s, plan, &all, &mut depth);
             let pad = "    ".repeat(depth);
-            let x = read(a);
-            match op {
-                ReduceOp::Max => {
-                    let _ = writeln!(s, "{pad}{name}[{out_off}] = {name}[{out_off}].max({x});");
-                }
-                ReduceOp::Min => {
-                    let _ = writeln!(s, "{pad}{name}[{out_off}] = {name}[{out_off}].min({x});");
-                }
-                ReduceOp::LogSumExp => {
-                    // Running max-shifted sum: m' = max(m, x); s' = s·e^(m-m') + e^(x-m').
-                    let _ = writeln!(s, "{pad}let m = {name}[{out_off}];");
-                    let _ = writeln!(s, "{pad}let x = {x};");
-                    let _ = writeln!(s, "{pad}let hi = m.max(x);");
-                    let _ = writeln!(s, "{pad}{name}[{out_off}] = if hi == {ty}::NEG_INFINITY {{ hi }} else {{ hi + ((m - hi).exp() + (x - hi).exp()).ln() }};");
-                }
-            }
+            fold_into(
+                s,
+                &pad,
+                &format!("{name}[{out_off}]"),
+                &read(a),
+                Some(*op),
+                ty,
+            );
             loops_close(s, &mut depth, 1);
         }
     }
     Ok(())
+}
+
+/// The identity of `⊕`: 0 for a sum (`None`), -inf for max and log-sum-exp, +inf for min.
+fn init(op: Option<ReduceOp>, ty: &str) -> String {
+    match op {
+        None => format!("0.0 as {ty}"),
+        Some(ReduceOp::Max | ReduceOp::LogSumExp) => format!("{ty}::NEG_INFINITY"),
+        Some(ReduceOp::Min) => format!("{ty}::INFINITY"),
+    }
+}
+
+/// Emits `acc = acc ⊕ x` (`None`: a sum).
+fn fold_into(s: &mut String, pad: &str, acc: &str, x: &str, op: Option<ReduceOp>, ty: &str) {
+    match op {
+        None => {
+            let _ = writeln!(s, "{pad}{acc} += {x};");
+        }
+        Some(ReduceOp::Max) => {
+            let _ = writeln!(s, "{pad}{acc} = {acc}.max({x});");
+        }
+        Some(ReduceOp::Min) => {
+            let _ = writeln!(s, "{pad}{acc} = {acc}.min({x});");
+        }
+        Some(ReduceOp::LogSumExp) => {
+            // Running max-shifted sum: m' = max(m, x); s' = s·e^(m-m') + e^(x-m').
+            let _ = writeln!(s, "{pad}let m = {acc};");
+            let _ = writeln!(s, "{pad}let x = {x};");
+            let _ = writeln!(s, "{pad}let hi = m.max(x);");
+            let _ = writeln!(s, "{pad}{acc} = if hi == {ty}::NEG_INFINITY {{ hi }} else {{ hi + ((m - hi).exp() + (x - hi).exp()).ln() }};");
+        }
+    }
 }
 
 fn names(plan: &Plan, idx: &[IndexId]) -> String {

@@ -11,6 +11,7 @@ pub mod optimize;
 pub mod order;
 pub mod pipeline;
 pub mod plan;
+pub mod semiring;
 pub mod verify;
 
 pub use pipeline::{

@@ -62,7 +62,10 @@ fn internal(e: impl std::fmt::Display) -> CompileError {
 /// Compile a lowered, verified program.
 pub fn compile_program(ir: Program, cfg: &CompileConfig) -> Result<Compiled, CompileError> {
     verify(&ir, "lower").map_err(internal)?;
-    let (opt_ir, report) = if cfg.no_egraph {
+    // The e-graph's rewrites assume ordinary arithmetic; products alone need no rewriting
+    // to be planned in another semiring.
+    let skip = cfg.no_egraph || cfg.plan.semiring != crate::semiring::Semiring::SumProduct;
+    let (opt_ir, report) = if skip {
         (ir.clone(), None)
     } else {
         let (o, r) = optimize::optimize(&ir, &cfg.optimize);

@@ -16,6 +16,7 @@
 
 use crate::ir::*;
 use crate::order::{self, Limits, Optimizer};
+pub use crate::semiring::Semiring;
 use einc_frontend::ein::ast::DType;
 use std::collections::BTreeMap;
 
@@ -74,6 +75,8 @@ pub struct Plan {
     pub program: Program,
     pub steps: Vec<Step>,
     pub optimizer: Optimizer,
+    /// The arithmetic of `Unary` reductions, `Contract` steps and slice sums.
+    pub semiring: Semiring,
     /// Order-search notes (fallbacks), for dumps.
     pub notes: Vec<String>,
 }
@@ -82,6 +85,7 @@ pub struct Plan {
 pub struct PlanConfig {
     pub optimizer: Optimizer,
     pub limits: Limits,
+    pub semiring: Semiring,
 }
 
 impl Default for PlanConfig {
@@ -89,6 +93,7 @@ impl Default for PlanConfig {
         PlanConfig {
             optimizer: Optimizer::Auto,
             limits: Limits::default(),
+            semiring: Semiring::SumProduct,
         }
     }
 }
@@ -105,6 +110,7 @@ impl std::fmt::Display for PlanError {
 impl std::error::Error for PlanError {}
 
 pub fn plan(p: &Program, cfg: &PlanConfig) -> Result<Plan, PlanError> {
+    check_semiring(p, cfg.semiring)?;
     let mut b = Builder {
         p,
         cfg,
@@ -135,8 +141,51 @@ pub fn plan(p: &Program, cfg: &PlanConfig) -> Result<Plan, PlanError> {
         program: p.clone(),
         steps: b.steps,
         optimizer: cfg.optimizer,
+        semiring: cfg.semiring,
         notes: b.notes,
     })
+}
+
+/// A semiring other than sum-product gives meaning only to products (its `⊕` over summed
+/// indices and its `⊗` between factors) of real tensors: constants, additions, maps and
+/// reductions would be ambiguous (is `a + b` then `max(a, b)`?), so they are refused.
+fn check_semiring(p: &Program, semiring: Semiring) -> Result<(), PlanError> {
+    if semiring == Semiring::SumProduct {
+        return Ok(());
+    }
+    if let Some((_, t)) = p
+        .tensors
+        .iter()
+        .find(|(_, t)| matches!(t.dtype, DType::C64 | DType::C128))
+    {
+        return Err(PlanError(format!(
+            "the {semiring} semiring needs real tensors; '{}' is {}",
+            t.name,
+            t.dtype.name()
+        )));
+    }
+    for s in &p.stmts {
+        let mut stack = vec![s.value];
+        while let Some(e) = stack.pop() {
+            let what = match &p.exprs[e] {
+                Expr::Ref { .. } => continue,
+                Expr::Product { factors, .. } => {
+                    stack.extend(factors.iter().copied());
+                    continue;
+                }
+                Expr::Const(_) => "a constant",
+                Expr::Add(_) => "an addition",
+                Expr::Map { .. } => "an elementwise function",
+                Expr::Reduce { .. } => "a reduction",
+            };
+            return Err(PlanError(format!(
+                "the {semiring} semiring applies to products of tensors only, but the \
+                 statement for '{}' uses {what}",
+                p.tensors[s.target].name
+            )));
+        }
+    }
+    Ok(())
 }
 
 struct Builder<'a> {

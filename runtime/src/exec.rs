@@ -6,6 +6,7 @@
 //! step's dtype first (the compiler promotes; constants arrive as f64).
 
 use crate::kernels::{self, Scalar};
+use crate::semiring;
 use crate::value::{dtype_size, TensorData, TensorView};
 use einc_compiler::ir::{labels as ir_labels, MapOp, ReduceOp, TensorId};
 use einc_compiler::plan::{ElemOp, Op, Plan};
@@ -163,6 +164,7 @@ fn run_plan<'a>(
             last_use[a] = k;
         }
     }
+    let semi = semiring_op(plan);
     let mut values: Vec<Option<Slot<'a>>> = vec![None; n];
     for (k, s) in plan.steps.iter().enumerate() {
         let t0 = opts.collect_stats.then(Instant::now);
@@ -196,7 +198,7 @@ fn run_plan<'a>(
                     Slot::Owned(Arc::new(with_dtype(
                         s.dtype,
                         &[a.view()],
-                        Step::Unary(labels(arg), out_idx),
+                        unary_step(semi, labels(arg), out_idx),
                     )))
                 }
                 Op::Contract { lhs, rhs } => {
@@ -204,7 +206,7 @@ fn run_plan<'a>(
                     Slot::Owned(Arc::new(with_dtype(
                         s.dtype,
                         &[a.view(), b.view()],
-                        Step::Contract(labels(lhs), labels(rhs), out_idx),
+                        contract_step(semi, labels(lhs), labels(rhs), out_idx),
                     )))
                 }
                 Op::Elementwise { op, args: vs } => {
@@ -396,6 +398,7 @@ fn slice_sum(
     body: &[einc_compiler::plan::Step],
 ) -> Result<(TensorData, usize), ExecError> {
     let p = &plan.program;
+    let semi = semiring_op(plan);
     let internal = |m: &str| ExecError(format!("internal error in a sliced product: {m}"));
     let extents: Vec<usize> = sliced
         .iter()
@@ -454,12 +457,12 @@ fn slice_sum(
                 Op::Unary { arg } => Slot::Owned(Arc::new(with_dtype(
                     s.dtype,
                     &[get(arg)?.view()],
-                    Step::Unary(lab(arg), out),
+                    unary_step(semi, lab(arg), out),
                 ))),
                 Op::Contract { lhs, rhs } => Slot::Owned(Arc::new(with_dtype(
                     s.dtype,
                     &[get(lhs)?.view(), get(rhs)?.view()],
-                    Step::Contract(lab(lhs), lab(rhs), out),
+                    contract_step(semi, lab(lhs), lab(rhs), out),
                 ))),
                 _ => return Err(internal("unexpected step in a slice body")),
             };
@@ -486,8 +489,7 @@ fn slice_sum(
                 };
                 sum = Some(first);
             }
-            Some(acc) => acc
-                .add_assign(&view)
+            Some(acc) => combine(semi, acc, &view)
                 .ok_or_else(|| internal("slice results differ in shape or dtype"))?,
         }
     }
@@ -516,10 +518,62 @@ fn elem_op(op: ElemOp) -> kernels::MapOp {
     }
 }
 
+/// The plan's semiring as the reduction that is its `⊕`; `None` for sum-product.
+fn semiring_op(plan: &Plan) -> Option<kernels::ReduceOp> {
+    plan.semiring.add_op().map(|op| match op {
+        ReduceOp::Max => kernels::ReduceOp::Max,
+        ReduceOp::Min => kernels::ReduceOp::Min,
+        ReduceOp::LogSumExp => kernels::ReduceOp::LogSumExp,
+    })
+}
+
+/// A one-operand einsum: sum-product's, or a `⊕`-reduction in another semiring.
+fn unary_step<'s>(semi: Option<kernels::ReduceOp>, a: &'s [u32], out: &'s [u32]) -> Step<'s> {
+    match semi {
+        None => Step::Unary(a, out),
+        Some(op) => Step::Reduce(op, a, out),
+    }
+}
+
+fn contract_step<'s>(
+    semi: Option<kernels::ReduceOp>,
+    a: &'s [u32],
+    b: &'s [u32],
+    out: &'s [u32],
+) -> Step<'s> {
+    match semi {
+        None => Step::Contract(a, b, out),
+        Some(op) => Step::SemiringContract(op, a, b, out),
+    }
+}
+
+/// `acc = acc ⊕ x` for the slices of a sliced product; `None` on a dtype or shape mismatch.
+fn combine(
+    semi: Option<kernels::ReduceOp>,
+    acc: &mut TensorData,
+    x: &TensorView<'_>,
+) -> Option<()> {
+    let Some(op) = semi else {
+        return acc.add_assign(x);
+    };
+    if acc.shape() != x.shape() {
+        return None;
+    }
+    match (acc, x) {
+        (TensorData::F32(a), TensorView::F32(b)) => semiring::accumulate(op, a, b.view()),
+        (TensorData::F64(a), TensorView::F64(b)) => semiring::accumulate(op, a, b.view()),
+        (TensorData::C64(a), TensorView::C64(b)) => semiring::accumulate(op, a, b.view()),
+        (TensorData::C128(a), TensorView::C128(b)) => semiring::accumulate(op, a, b.view()),
+        _ => return None,
+    }
+    Some(())
+}
+
 /// What to compute once the arguments have the step's dtype.
 enum Step<'s> {
     Unary(&'s [u32], &'s [u32]),
     Contract(&'s [u32], &'s [u32], &'s [u32]),
+    SemiringContract(kernels::ReduceOp, &'s [u32], &'s [u32], &'s [u32]),
     Elementwise(kernels::MapOp, Vec<&'s [u32]>, &'s [u32]),
     Reduce(kernels::ReduceOp, &'s [u32], &'s [u32]),
 }
@@ -539,6 +593,9 @@ fn run<T: Scalar>(step: &Step<'_>, vs: &[ArrayViewD<'_, T>]) -> ArrayD<T> {
             }
         }
         Step::Reduce(op, al, out) => kernels::reduce(*op, vs[0].clone(), al, out),
+        Step::SemiringContract(op, al, bl, out) => {
+            semiring::contract(*op, vs[0].clone(), al, vs[1].clone(), bl, out)
+        }
     }
 }
 

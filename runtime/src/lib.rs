@@ -3,11 +3,13 @@
 //! - [`reference`]: naive einsum over complex128, the correctness oracle for kernels;
 //! - [`oracle`]: evaluates IR programs directly with the reference, the oracle for plans;
 //! - [`kernels`]: GEMM-backed pairwise contraction, unary einsum, elementwise ops;
+//! - [`semiring`]: max-plus, min-plus and log-sum-exp contractions;
 //! - [`exec`]: runs a `Plan` on [`TensorData`] arrays.
 pub mod exec;
 pub mod kernels;
 pub mod oracle;
 pub mod reference;
+pub mod semiring;
 pub mod value;
 
 pub use exec::{execute, execute_views, input_ids, ExecError, ExecOptions, ExecStats};

@@ -119,6 +119,72 @@ pub fn reference_einsum_f64(
     reference_einsum(&views, out_idx, sizes).mapv(|z| z.re)
 }
 
+/// Naive einsum in another semiring: `out[out_idx] = ⊕_{other labels} Σ_ops op[labels]`
+/// with `⊕` = `add` (`Max`, `Min` or `LogSumExp`; `Sum` gives the sum of sums). Labels,
+/// sizes and broadcasting as in [`reference_einsum`]. Every term of an output element is
+/// collected first and then reduced, so the oracle shares no arithmetic with the kernels.
+pub fn reference_semiring(
+    operands: &[(ArrayViewD<f64>, Vec<u32>)],
+    out_idx: &[u32],
+    sizes: &BTreeMap<u32, usize>,
+    add: crate::kernels::ReduceOp,
+) -> ArrayD<f64> {
+    use crate::kernels::ReduceOp;
+    let labels: Vec<u32> = sizes.keys().copied().collect();
+    let dims: Vec<usize> = sizes.values().copied().collect();
+    let slot = |l: &u32| {
+        labels
+            .iter()
+            .position(|x| x == l)
+            .unwrap_or_else(|| panic!("label {l} has no size"))
+    };
+    let out_shape: Vec<usize> = out_idx.iter().map(|l| dims[slot(l)]).collect();
+    let mut terms: ArrayD<Vec<f64>> = ArrayD::from_elem(IxDyn(&out_shape), Vec::new());
+    if !dims.contains(&0) {
+        let mut assign = vec![0usize; labels.len()];
+        'all: loop {
+            let term: f64 = operands
+                .iter()
+                .map(|(a, idx)| {
+                    let ix: Vec<usize> = idx
+                        .iter()
+                        .zip(a.shape())
+                        .map(|(l, &len)| if len == 1 { 0 } else { assign[slot(l)] })
+                        .collect();
+                    a[&ix[..]]
+                })
+                .sum();
+            let o: Vec<usize> = out_idx.iter().map(|l| assign[slot(l)]).collect();
+            terms[&o[..]].push(term);
+            let mut d = labels.len();
+            loop {
+                if d == 0 {
+                    break 'all;
+                }
+                d -= 1;
+                assign[d] += 1;
+                if assign[d] < dims[d] {
+                    break;
+                }
+                assign[d] = 0;
+            }
+        }
+    }
+    terms.mapv(|t| match add {
+        ReduceOp::Sum => t.iter().sum(),
+        ReduceOp::Max => t.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        ReduceOp::Min => t.iter().copied().fold(f64::INFINITY, f64::min),
+        ReduceOp::LogSumExp => {
+            let m = t.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if m.is_finite() {
+                m + t.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+            } else {
+                m
+            }
+        }
+    })
+}
+
 /// The size of every label used by `operands`: the largest axis length seen
 /// for it (so length-1 axes broadcast against longer ones).
 pub fn label_sizes<T>(operands: &[(ArrayViewD<T>, Vec<u32>)]) -> BTreeMap<u32, usize> {

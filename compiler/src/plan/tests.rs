@@ -13,6 +13,7 @@ fn sliced(eq: &str, shapes: &[Vec<usize>], limit: f64) -> Plan {
                 allow_slicing: true,
                 ..Limits::default()
             },
+            ..PlanConfig::default()
         },
         ..CompileConfig::default()
     };

@@ -1,0 +1,85 @@
+//! Shared by the integration tests: a seeded generator and random tensor networks.
+#![allow(dead_code)] // each test crate uses a different part
+
+use ndarray::{ArrayD, IxDyn};
+use std::collections::BTreeMap;
+
+/// splitmix64, so that the cases are the same on every run.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+pub struct Net {
+    pub eq: String,
+    pub labels: Vec<Vec<u32>>,
+    pub out: Vec<u32>,
+    pub sizes: BTreeMap<u32, usize>,
+}
+
+impl Net {
+    pub fn shapes(&self) -> Vec<Vec<usize>> {
+        self.labels
+            .iter()
+            .map(|t| t.iter().map(|l| self.sizes[l]).collect())
+            .collect()
+    }
+}
+
+/// A random network: `n` operands of rank 0..=3 over `n_labels` letters of
+/// size 1..=3 (hyperedges, Hadamard products, outer products and scalars
+/// all occur), output a random subset of the letters used.
+pub fn random_net(rng: &mut Rng, n: usize, n_labels: u32) -> Net {
+    let letters: Vec<char> = ('a'..='z').collect();
+    let sizes: BTreeMap<u32, usize> = (0..n_labels)
+        .map(|l| (l, 1 + rng.below(3) as usize))
+        .collect();
+    let mut labels = Vec::new();
+    for _ in 0..n {
+        let rank = rng.below(4) as usize;
+        let mut t: Vec<u32> = Vec::new();
+        while t.len() < rank.min(n_labels as usize) {
+            let l = rng.below(n_labels as u64) as u32;
+            if !t.contains(&l) {
+                t.push(l);
+            }
+        }
+        labels.push(t);
+    }
+    let mut used: Vec<u32> = labels.iter().flatten().copied().collect();
+    used.sort_unstable();
+    used.dedup();
+    let out: Vec<u32> = used.iter().copied().filter(|_| rng.below(3) == 0).collect();
+    // The reference sums over every label it is given: only the used ones.
+    let sizes = used.iter().map(|l| (*l, sizes[l])).collect();
+    let term = |t: &[u32]| t.iter().map(|&l| letters[l as usize]).collect::<String>();
+    let eq = format!(
+        "{}->{}",
+        labels.iter().map(|t| term(t)).collect::<Vec<_>>().join(","),
+        term(&out)
+    );
+    Net {
+        eq,
+        labels,
+        out,
+        sizes,
+    }
+}
+
+pub fn values(shape: &[usize], k: usize) -> ArrayD<f64> {
+    let n: usize = shape.iter().product();
+    ArrayD::from_shape_vec(
+        IxDyn(shape),
+        (0..n).map(|t| ((t * 5 + k * 3) % 7) as f64 - 3.0).collect(),
+    )
+    .expect("shape")
+}
