@@ -68,6 +68,7 @@ pub fn compile_with(
         compiled,
         shapes: shapes.to_vec(),
         options: ExecOptions::default(),
+        prepared: None,
     })
 }
 
@@ -101,12 +102,67 @@ fn fit_memory(
     Ok(compile(&sliced).unwrap_or(compiled))
 }
 
+/// [`compile_with`] where some operands are constants (opt_einsum's `constants=`): given
+/// here as `(operand position, array)`, every part of the plan that depends on constants
+/// only is computed now, once, and the expression is then run with the other operands
+/// alone, in their order. `shapes`/`dtypes` still list every operand.
+pub fn compile_with_constants(
+    equation: &str,
+    shapes: &[Vec<usize>],
+    dtypes: &[DType],
+    cfg: &CompileConfig,
+    constants: &[(usize, TensorView<'_>)],
+) -> Result<Expression, Error> {
+    for (k, c) in constants {
+        let (Some(shape), Some(dtype)) = (shapes.get(*k), dtypes.get(*k)) else {
+            return Err(Error::Runtime(format!(
+                "constant operand {k} does not exist: the equation has {} operands",
+                shapes.len()
+            )));
+        };
+        if c.shape() != shape.as_slice() || c.dtype() != *dtype {
+            return Err(Error::Runtime(format!(
+                "constant operand {k} is a {} array of shape {}, but {} of shape {} was declared",
+                c.dtype().name(),
+                einc_frontend::einsum::fmt_shape(c.shape()),
+                dtype.name(),
+                einc_frontend::einsum::fmt_shape(shape)
+            )));
+        }
+        if constants.iter().filter(|(j, _)| j == k).count() > 1 {
+            return Err(Error::Runtime(format!(
+                "constant operand {k} is given twice"
+            )));
+        }
+    }
+    let mut expr = compile_with(equation, shapes, dtypes, cfg)?;
+    let plan = &expr.compiled.plan;
+    let ids = einc_runtime::input_ids(plan);
+    let given: Vec<_> = constants
+        .iter()
+        .map(|(k, v)| (ids[*k], v.reborrow()))
+        .collect();
+    let prepared = einc_runtime::exec::prepare(plan, &given, &expr.options)
+        .map_err(|e| Error::Runtime(e.0))?;
+    expr.shapes = shapes
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| !constants.iter().any(|(c, _)| c == k))
+        .map(|(_, s)| s.clone())
+        .collect();
+    expr.prepared = Some(Arc::new(prepared));
+    Ok(expr)
+}
+
 /// A compiled einsum: planned once, run many times.
 #[derive(Clone, Debug)]
 pub struct Expression {
     compiled: Compiled,
+    /// Shapes of the operands `run` takes (constants excluded).
     shapes: Vec<Vec<usize>>,
     options: ExecOptions,
+    /// The constant part, computed at compile time ([`compile_with_constants`]).
+    prepared: Option<Arc<einc_runtime::exec::Prepared>>,
 }
 
 impl Expression {
@@ -147,8 +203,12 @@ impl Expression {
         operands: &[TensorView<'_>],
     ) -> Result<(TensorData, ExecStats), Error> {
         check_shapes(&self.shapes, operands)?;
-        let (mut outs, stats) = execute_views(&self.compiled.plan, operands, &self.options)
-            .map_err(|e| Error::Runtime(e.0))?;
+        let plan = &self.compiled.plan;
+        let (mut outs, stats) = match &self.prepared {
+            None => execute_views(plan, operands, &self.options),
+            Some(pre) => einc_runtime::exec::execute_prepared(plan, pre, operands, &self.options),
+        }
+        .map_err(|e| Error::Runtime(e.0))?;
         let out = outs
             .pop()
             .ok_or_else(|| Error::Internal("einsum plan produced no output".into()))?;

@@ -16,8 +16,8 @@ pub mod cache;
 mod error;
 
 pub use api::{
-    compile, compile_with as compile_with_config, einsum, einsum_dyn, sublist_equation, Expression,
-    Program,
+    compile, compile_with as compile_with_config, compile_with_constants, einsum, einsum_dyn,
+    sublist_equation, Expression, Program,
 };
 pub use einc_compiler::order::Optimizer;
 pub use einc_compiler::pipeline::CompileConfig;

@@ -107,20 +107,114 @@ pub fn execute_views(
     inputs: &[TensorView<'_>],
     opts: &ExecOptions,
 ) -> Result<(Vec<TensorData>, ExecStats), ExecError> {
-    match opts.threads.and_then(pool) {
-        Some(p) => p.install(|| run_plan(plan, inputs, opts)),
-        None => run_plan(plan, inputs, opts),
+    let ids = input_ids(plan);
+    let given = match_inputs(&ids, inputs)?;
+    in_pool(opts, || {
+        run_plan(plan, given, opts, Mode::Full).map(|r| (r.0, r.1))
+    })
+}
+
+/// The values of a plan that depend only on its constant inputs (opt_einsum's
+/// `constants=`), computed once by [`prepare`] and reused by every [`execute_prepared`].
+#[derive(Clone, Debug, Default)]
+pub struct Prepared {
+    /// Input tensors supplied at preparation, in [`input_ids`] order.
+    constants: Vec<TensorId>,
+    /// Per step: whether it depends on constant inputs only.
+    constant_step: Vec<bool>,
+    /// Per step: the value, for constant steps that a non-constant step reads (or that
+    /// store an output).
+    values: Vec<Option<Arc<TensorData>>>,
+}
+
+impl Prepared {
+    /// Input tensors still to be given at run time, in [`input_ids`] order.
+    pub fn variable_inputs(&self, plan: &Plan) -> Vec<TensorId> {
+        input_ids(plan)
+            .into_iter()
+            .filter(|t| !self.constants.contains(t))
+            .collect()
+    }
+
+    /// Bytes held by the precomputed values.
+    pub fn nbytes(&self) -> usize {
+        self.values.iter().flatten().map(|v| v.nbytes()).sum()
     }
 }
 
-fn run_plan<'a>(
+/// Runs every step of `plan` that depends only on `constants` (input tensors with their
+/// arrays) and keeps the values later steps need.
+pub fn prepare(
     plan: &Plan,
-    inputs: &[TensorView<'a>],
+    constants: &[(TensorId, TensorView<'_>)],
     opts: &ExecOptions,
-) -> Result<(Vec<TensorData>, ExecStats), ExecError> {
-    let start = Instant::now();
+) -> Result<Prepared, ExecError> {
     let p = &plan.program;
     let ids = input_ids(plan);
+    for (t, _) in constants {
+        if !ids.contains(t) {
+            return Err(ExecError(format!(
+                "'{}' is not an input, so it cannot be a constant",
+                p.tensors[*t].name
+            )));
+        }
+    }
+    let constant_ids: Vec<TensorId> = ids
+        .iter()
+        .copied()
+        .filter(|t| constants.iter().any(|(c, _)| c == t))
+        .collect();
+    let constant_step = constant_steps(plan, &constant_ids);
+    // Kept: constant values a variable step reads, and constant stores of outputs.
+    let mut keep = vec![false; plan.steps.len()];
+    for (k, s) in plan.steps.iter().enumerate() {
+        if !constant_step[k] {
+            for a in args(&s.op) {
+                keep[a] |= constant_step[a];
+            }
+        } else if let Op::Store { tensor, .. } = s.op {
+            keep[k] = p.outputs.contains(&tensor);
+        }
+    }
+    let given = constants.iter().map(|(t, v)| (*t, v.reborrow())).collect();
+    let mode = Mode::Prepare {
+        constant_step: &constant_step,
+        keep: &keep,
+    };
+    let (_, _, values) = in_pool(opts, || run_plan(plan, given, opts, mode))?;
+    Ok(Prepared {
+        constants: constant_ids,
+        constant_step,
+        values,
+    })
+}
+
+/// Run `plan` with its constant part taken from `prepared`; `inputs` are the variable
+/// inputs only ([`Prepared::variable_inputs`]).
+pub fn execute_prepared(
+    plan: &Plan,
+    prepared: &Prepared,
+    inputs: &[TensorView<'_>],
+    opts: &ExecOptions,
+) -> Result<(Vec<TensorData>, ExecStats), ExecError> {
+    let ids = prepared.variable_inputs(plan);
+    let given = match_inputs(&ids, inputs)?;
+    in_pool(opts, || {
+        run_plan(plan, given, opts, Mode::Prepared(prepared)).map(|r| (r.0, r.1))
+    })
+}
+
+fn in_pool<R: Send>(opts: &ExecOptions, f: impl FnOnce() -> R + Send) -> R {
+    match opts.threads.and_then(pool) {
+        Some(p) => p.install(f),
+        None => f(),
+    }
+}
+
+fn match_inputs<'a>(
+    ids: &[TensorId],
+    inputs: &[TensorView<'a>],
+) -> Result<Vec<(TensorId, TensorView<'a>)>, ExecError> {
     if ids.len() != inputs.len() {
         return Err(ExecError(format!(
             "expected {} input arrays, got {}",
@@ -128,10 +222,61 @@ fn run_plan<'a>(
             inputs.len()
         )));
     }
+    Ok(ids.iter().copied().zip(inputs.iter().cloned()).collect())
+}
+
+/// Which steps depend on the `constants` input tensors only (a constant is also any
+/// tensor stored from constant values, when a later statement loads it).
+fn constant_steps(plan: &Plan, constants: &[TensorId]) -> Vec<bool> {
+    let mut tensor_const = vec![false; plan.program.tensors.len()];
+    for t in constants {
+        tensor_const[t.index()] = true;
+    }
+    let mut out = vec![false; plan.steps.len()];
+    for (k, s) in plan.steps.iter().enumerate() {
+        out[k] = match &s.op {
+            Op::Load { tensor } => tensor_const[tensor.index()],
+            Op::Const(_) => true,
+            Op::Store { tensor, arg } => {
+                let c = out[arg.0 as usize];
+                tensor_const[tensor.index()] |= c;
+                c
+            }
+            Op::Arg(_) => false,
+            op => args(op).iter().all(|&a| out[a]),
+        };
+    }
+    out
+}
+
+/// What `run_plan` does with each step.
+#[derive(Clone, Copy)]
+enum Mode<'p> {
+    /// Every step.
+    Full,
+    /// Only constant steps; `keep` values survive to be returned.
+    Prepare {
+        constant_step: &'p [bool],
+        keep: &'p [bool],
+    },
+    /// Every step but the constant ones, whose values come from the preparation.
+    Prepared(&'p Prepared),
+}
+
+type RunResult = (Vec<TensorData>, ExecStats, Vec<Option<Arc<TensorData>>>);
+
+fn run_plan<'a>(
+    plan: &Plan,
+    inputs: Vec<(TensorId, TensorView<'a>)>,
+    opts: &ExecOptions,
+    mode: Mode<'_>,
+) -> Result<RunResult, ExecError> {
+    let start = Instant::now();
+    let p = &plan.program;
     check_memory(plan, max_bytes())?;
     let mut stats = ExecStats::default();
     let mut tensors: Vec<Option<Slot<'a>>> = vec![None; p.tensors.len()];
-    for (&id, data) in ids.iter().zip(inputs) {
+    for (id, data) in inputs {
         let t = &p.tensors[id];
         let fits = data.shape().len() == t.axes.len()
             && data
@@ -150,7 +295,7 @@ fn run_plan<'a>(
         }
         stats.input_bytes += data.shape().iter().product::<usize>() * dtype_size(data.dtype());
         tensors[id.index()] = Some(if data.dtype() == t.dtype {
-            Slot::View(data.clone())
+            Slot::View(data)
         } else {
             Slot::Owned(Arc::new(data.cast(t.dtype)))
         });
@@ -167,6 +312,22 @@ fn run_plan<'a>(
     let semi = semiring_op(plan);
     let mut values: Vec<Option<Slot<'a>>> = vec![None; n];
     for (k, s) in plan.steps.iter().enumerate() {
+        match mode {
+            Mode::Full => {}
+            Mode::Prepare { constant_step, .. } if !constant_step[k] => continue,
+            Mode::Prepare { .. } => {}
+            Mode::Prepared(pre) if pre.constant_step[k] => {
+                if let Some(v) = &pre.values[k] {
+                    let slot = Slot::Owned(v.clone());
+                    if let Op::Store { tensor, .. } = s.op {
+                        tensors[tensor.index()] = Some(slot.clone());
+                    }
+                    values[k] = Some(slot);
+                }
+                continue;
+            }
+            Mode::Prepared(_) => {}
+        }
         let t0 = opts.collect_stats.then(Instant::now);
         // Transient bytes a slice body held at once (0 for other steps).
         let mut body_peak = 0;
@@ -261,8 +422,10 @@ fn run_plan<'a>(
         } else {
             result.owned_bytes()
         };
-        // A value nobody reads (a store's own slot) is not kept alive.
-        if last_use[k] != usize::MAX {
+        // A value nobody reads (a store's own slot) is not kept alive, unless a
+        // preparation returns it.
+        let returned = matches!(mode, Mode::Prepare { keep, .. } if keep[k]);
+        if last_use[k] != usize::MAX || returned {
             values[k] = Some(result);
         }
         if let Some(t0) = t0 {
@@ -273,10 +436,25 @@ fn run_plan<'a>(
                 .max(live_bytes(&values, &tensors) + bytes + body_peak);
         }
         for a in args(&s.op) {
-            if last_use[a] == k {
+            let returned = matches!(mode, Mode::Prepare { keep, .. } if keep[a]);
+            if last_use[a] == k && !returned {
                 values[a] = None;
             }
         }
+    }
+    if let Mode::Prepare { keep, .. } = mode {
+        let kept = values
+            .into_iter()
+            .zip(keep)
+            .map(|(v, &keep)| match v {
+                Some(Slot::Owned(a)) if keep => Some(a),
+                // A constant input read as is: copied, since the preparation outlives
+                // the arrays it was given.
+                Some(Slot::View(v)) if keep => Some(Arc::new(v.to_owned())),
+                _ => None,
+            })
+            .collect();
+        return Ok((Vec::new(), stats, kept));
     }
     let mut outs = Vec::new();
     for &o in &p.outputs {
@@ -303,7 +481,7 @@ fn run_plan<'a>(
         outs.push(t);
     }
     stats.total = start.elapsed();
-    Ok((outs, stats))
+    Ok((outs, stats, Vec::new()))
 }
 
 /// Bytes held by computed arrays (each array once, however many slots share it).
