@@ -100,6 +100,9 @@ enum Cmd {
         /// The semiring of every product (programs of products only, real dtypes).
         #[arg(long, value_enum, default_value = "sum-product")]
         semiring: SemiringArg,
+        /// With `--emit cpu`: pairwise contractions call the `gemm` crate.
+        #[arg(long)]
+        gemm: bool,
     },
     /// Run a .ein program, or a bare einsum with -e, on .npy files.
     Run {
@@ -174,9 +177,10 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
             optimizer,
             memory_limit,
             semiring,
+            gemm,
         } => {
             let cfg = config(optimizer.get(), memory_limit, semiring.get())?;
-            let text = compile_cmd(&file, emit, &dims, &cfg)?;
+            let text = compile_cmd(&file, emit, &dims, &cfg, gemm)?;
             write_text(output.as_deref(), &text)
         }
         Cmd::Run {
@@ -280,7 +284,11 @@ fn compile_cmd(
     emit: Emit,
     dims: &[String],
     cfg: &CompileConfig,
+    gemm: bool,
 ) -> Result<String, Error> {
+    if gemm && !matches!(emit, Emit::Cpu) {
+        return Err(Error::Runtime("--gemm applies to --emit cpu only".into()));
+    }
     let source = read_source(file)?;
     let name = file.display().to_string();
     let program = einc::Program::parse(&name, &source)?;
@@ -299,8 +307,11 @@ fn compile_cmd(
             s
         }
         Emit::Plan => dump::dump_plan(&compiled.plan),
-        Emit::Cpu => einc_compiler::emit_cpu::emit_cpu(&compiled.plan, &name)
-            .map_err(|e| Error::Runtime(e.to_string()))?,
+        Emit::Cpu => {
+            let opts = einc_compiler::emit_cpu::EmitOptions { gemm };
+            einc_compiler::emit_cpu::emit_cpu_with(&compiled.plan, &name, &opts)
+                .map_err(|e| Error::Runtime(e.to_string()))?
+        }
     })
 }
 

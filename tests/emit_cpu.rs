@@ -83,6 +83,37 @@ fn run_emitted(
     code: &str,
     plan: &einc_compiler::plan::Plan,
 ) -> (Vec<f64>, Vec<TensorData>) {
+    let (main, oracle_inputs) = main_for(code, plan);
+    let src = tmp.join(format!("{name}.rs"));
+    std::fs::write(&src, format!("{code}{main}")).expect("write");
+    let exe = tmp.join(name);
+    let out = Command::new("rustc")
+        .args(["--edition", "2021", "-O", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .expect("rustc runs");
+    assert!(
+        out.status.success(),
+        "{name}: emitted source does not compile:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (run_printed(&exe, name), oracle_inputs)
+}
+
+/// Runs an emitted program's executable; the numbers it printed.
+fn run_printed(exe: &Path, name: &str) -> Vec<f64> {
+    let run = Command::new(exe).output().expect("run emitted");
+    assert!(run.status.success(), "{name}: emitted program failed");
+    String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .map(|l| l.trim().parse().expect("number"))
+        .collect()
+}
+
+/// A `main` calling every output function of `code` on the deterministic inputs, and the
+/// same inputs as arrays.
+fn main_for(code: &str, plan: &einc_compiler::plan::Plan) -> (String, Vec<TensorData>) {
     let p = &plan.program;
     let mut main = String::from("\nfn main() {\n");
     let mut oracle_inputs = Vec::new();
@@ -132,27 +163,101 @@ fn run_emitted(
         let _ = writeln!(main, "    for x in &r_{f} {{ println!(\"{{:e}}\", x); }}");
     }
     main.push_str("}\n");
-    let src = tmp.join(format!("{name}.rs"));
-    std::fs::write(&src, format!("{code}{main}")).expect("write");
-    let exe = tmp.join(name);
-    let out = Command::new("rustc")
-        .args(["--edition", "2021", "-O", "-o"])
-        .arg(&exe)
-        .arg(&src)
+    (main, oracle_inputs)
+}
+
+/// `--emit cpu --gemm`: every real `ok` program, built as one cargo project that depends on
+/// the `gemm` crate (offline, from the registry cache the workspace already uses), agrees
+/// with the IR oracle.
+#[test]
+fn emitted_gemm_source_builds_with_the_gemm_crate_and_matches_the_oracle() {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("emit-gemm");
+    let bins = root.join("src/bin");
+    let _ = std::fs::remove_dir_all(&bins);
+    std::fs::create_dir_all(&bins).expect("project dir");
+    std::fs::write(
+        root.join("Cargo.toml"),
+        "[package]\nname = \"emit-gemm\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\
+         [dependencies]\ngemm = { version = \"0.19\", default-features = false, features = [\"std\"] }\n\
+         [workspace]\n",
+    )
+    .expect("Cargo.toml");
+    // The workspace's lock pins the same gemm version the tests were built with.
+    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock");
+    std::fs::copy(&lock, root.join("Cargo.lock")).expect("Cargo.lock");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ok");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("ok dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    let mut cases = Vec::new();
+    let mut gemm_calls = 0;
+    for path in files {
+        let source = std::fs::read_to_string(&path).expect("read");
+        let program = einc::Program::parse(&path.display().to_string(), &source).expect("parses");
+        let compiled = program
+            .compile(&BTreeMap::new(), &CompileConfig::default())
+            .expect("compiles");
+        if compiled
+            .plan
+            .program
+            .tensors
+            .iter()
+            .any(|(_, t)| t.dtype.is_complex())
+        {
+            continue;
+        }
+        let opts = einc_compiler::emit_cpu::EmitOptions { gemm: true };
+        let code =
+            einc_compiler::emit_cpu::emit_cpu_with(&compiled.plan, "test", &opts).expect("emits");
+        gemm_calls += code.matches("gemm::gemm(").count();
+        let (main, inputs) = main_for(&code, &compiled.plan);
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().replace('-', "_"))
+            .unwrap_or_default();
+        std::fs::write(bins.join(format!("{name}.rs")), format!("{code}{main}")).expect("bin");
+        cases.push((name, compiled, inputs));
+    }
+    assert!(gemm_calls >= 5, "only {gemm_calls} gemm calls emitted");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--offline", "--quiet", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", root.join("target"))
         .output()
-        .expect("rustc runs");
+        .expect("cargo runs");
     assert!(
         out.status.success(),
-        "{name}: emitted source does not compile:\n{}",
+        "emitted --gemm sources do not build:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let run = Command::new(&exe).output().expect("run emitted");
-    assert!(run.status.success(), "{name}: emitted program failed");
-    let got = String::from_utf8_lossy(&run.stdout)
-        .lines()
-        .map(|l| l.trim().parse().expect("number"))
-        .collect();
-    (got, oracle_inputs)
+    for (name, compiled, inputs) in &cases {
+        let got = run_printed(&root.join("target/debug").join(name), name);
+        let want: Vec<f64> = einc_runtime::oracle::evaluate(&compiled.ir, inputs)
+            .iter()
+            .flat_map(|a| a.iter().map(|z| z.re).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(got.len(), want.len(), "{name}: output sizes");
+        let p = &compiled.plan.program;
+        let tol = if p.tensors.iter().any(|(_, t)| t.dtype == DType::F32) {
+            1e-4
+        } else {
+            1e-10
+        };
+        let scale = want
+            .iter()
+            .filter(|x| x.is_finite())
+            .fold(1.0f64, |m, x| m.max(x.abs()));
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                g == w || (g - w).abs() <= tol * scale || (g.is_nan() && w.is_nan()),
+                "{name}: {g} vs oracle {w}"
+            );
+        }
+    }
+    println!("--gemm: {} programs, {gemm_calls} gemm calls", cases.len());
 }
 
 /// In the other semirings the emitted loops fold with max, min or a running log-sum-exp;

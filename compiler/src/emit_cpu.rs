@@ -62,6 +62,24 @@ pub fn ident(name: &str) -> String {
 }
 
 pub fn emit_cpu(plan: &Plan, source_name: &str) -> Result<String, EmitError> {
+    emit_cpu_with(plan, source_name, &EmitOptions::default())
+}
+
+/// Options of `--emit cpu`.
+#[derive(Clone, Debug, Default)]
+pub struct EmitOptions {
+    /// Pairwise contractions call `gemm::gemm` (the `gemm` crate, which the emitted source
+    /// then depends on) on operands copied into `[batch, m, k]` / `[batch, k, n]` order,
+    /// instead of a loop nest. Sum-product only; other steps stay loop nests.
+    pub gemm: bool,
+}
+
+/// [`emit_cpu`] with options.
+pub fn emit_cpu_with(
+    plan: &Plan,
+    source_name: &str,
+    opts: &EmitOptions,
+) -> Result<String, EmitError> {
     let p = &plan.program;
     // Sliced plans exist only under a memory limit, which emitted loop nests (holding no
     // intermediates beyond each step's buffer) do not take.
@@ -88,6 +106,12 @@ pub fn emit_cpu(plan: &Plan, source_name: &str) -> Result<String, EmitError> {
             s,
             "//! Semiring: {} (sums over indices are its ⊕, products its ⊗ = +).",
             plan.semiring
+        );
+    }
+    if opts.gemm {
+        let _ = writeln!(
+            s,
+            "//! Pairwise contractions call the `gemm` crate: add `gemm = \"0.19\"` to Cargo.toml."
         );
     }
     let _ = writeln!(
@@ -153,7 +177,9 @@ pub fn emit_cpu(plan: &Plan, source_name: &str) -> Result<String, EmitError> {
             t.name
         );
         for &k in &needed {
-            emit_step(&mut s, plan, k)?;
+            if !(opts.gemm && emit_gemm_step(&mut s, plan, k)?) {
+                emit_step(&mut s, plan, k)?;
+            }
         }
         // The stored value (or the input itself) is copied into `out`.
         let src = source_of(plan, o);
@@ -391,6 +417,142 @@ fn emit_step(s: &mut String, plan: &Plan, k: usize) -> Result<(), EmitError> {
         }
     }
     Ok(())
+}
+
+/// Emits sum-product contraction `k` as permuting copies plus one `gemm::gemm` call per
+/// batch element. Returns false (emitting nothing) for any other step, and for a
+/// contraction with a label private to one operand, which the loop nest handles.
+fn emit_gemm_step(s: &mut String, plan: &Plan, k: usize) -> Result<bool, EmitError> {
+    let step = &plan.steps[k];
+    let Op::Contract { lhs, rhs } = &step.op else {
+        return Ok(false);
+    };
+    if plan.semiring != crate::semiring::Semiring::SumProduct {
+        return Ok(false);
+    }
+    let p = &plan.program;
+    let ty = rust_type(step.dtype)?;
+    let (al, bl) = (
+        &plan.steps[lhs.0 as usize].indices,
+        &plan.steps[rhs.0 as usize].indices,
+    );
+    let out = &step.indices;
+    let private = al.iter().any(|i| !bl.contains(i) && !out.contains(i))
+        || bl.iter().any(|i| !al.contains(i) && !out.contains(i));
+    if private || dedup(al.iter().copied()).len() != al.len() {
+        return Ok(false);
+    }
+    let batch: Vec<IndexId> = out
+        .iter()
+        .copied()
+        .filter(|i| al.contains(i) && bl.contains(i))
+        .collect();
+    let m: Vec<IndexId> = al
+        .iter()
+        .copied()
+        .filter(|i| !bl.contains(i) && out.contains(i))
+        .collect();
+    let n: Vec<IndexId> = bl
+        .iter()
+        .copied()
+        .filter(|i| !al.contains(i) && out.contains(i))
+        .collect();
+    let kk: Vec<IndexId> = al
+        .iter()
+        .copied()
+        .filter(|i| bl.contains(i) && !out.contains(i))
+        .collect();
+    let len = |g: &[IndexId]| g.iter().map(|&i| p.size(i)).product::<u64>();
+    let (nb, nm, nn, nk) = (len(&batch), len(&m), len(&n), len(&kk));
+    let name = format!("v{k}");
+    let _ = writeln!(
+        s,
+        "    // %{k}: contract %{} %{} -> [{}] with gemm: {nb} x ({nm} x {nk}) . ({nk} x {nn})",
+        lhs.0,
+        rhs.0,
+        names(plan, out)
+    );
+    let cat = |gs: &[&[IndexId]]| gs.concat();
+    // An operand already in the wanted order is used in place; otherwise copied.
+    let mut operand = |v: &crate::plan::ValueId, order: Vec<IndexId>, tag: &str| -> String {
+        let src = &plan.steps[v.0 as usize];
+        let have = &src.indices;
+        if *have == order && src.dtype == step.dtype && !matches!(src.op, Op::Const(_)) {
+            return buf(plan, v.0 as usize);
+        }
+        let tmp = format!("{name}_{tag}");
+        let size = len(&order);
+        let _ = writeln!(s, "    let mut {tmp} = vec![0.0 as {ty}; {size}];");
+        let mut depth = 1;
+        loops_open(s, plan, &order, &mut depth);
+        let x = format!("{}[{}]", buf(plan, v.0 as usize), offset(plan, have));
+        let x = if src.dtype == step.dtype && !matches!(src.op, Op::Const(_)) {
+            x
+        } else {
+            format!("({x} as {ty})")
+        };
+        let _ = writeln!(
+            s,
+            "{}{tmp}[{}] = {x};",
+            "    ".repeat(depth),
+            offset(plan, &order)
+        );
+        loops_close(s, &mut depth, 1);
+        tmp
+    };
+    let a = operand(lhs, cat(&[&batch, &m, &kk]), "a");
+    let b = operand(rhs, cat(&[&batch, &kk, &n]), "b");
+    let bmn = cat(&[&batch, &m, &n]);
+    let direct = bmn == *out;
+    let dst = if direct {
+        name.clone()
+    } else {
+        format!("{name}_c")
+    };
+    let _ = writeln!(
+        s,
+        "    let mut {dst} = vec![0.0 as {ty}; {}];",
+        nb * nm * nn
+    );
+    if nk > 0 && nm * nn > 0 {
+        let _ = writeln!(s, "    for gemm_batch in 0..{nb}usize {{");
+        let _ = writeln!(
+            s,
+            "        // SAFETY: the three buffers hold {nb} row-major matrices of the given \
+             sizes; `dst` does not alias `lhs` or `rhs`."
+        );
+        let _ = writeln!(s, "        unsafe {{");
+        let _ = writeln!(
+            s,
+            "            gemm::gemm({nm}, {nn}, {nk}, {dst}.as_mut_ptr().add(gemm_batch * {}), 1, \
+             {nn}, false, {a}.as_ptr().add(gemm_batch * {}), 1, {nk}, \
+             {b}.as_ptr().add(gemm_batch * {}), 1, {nn}, \
+             0.0 as {ty}, 1.0 as {ty}, false, false, false, gemm::Parallelism::None);",
+            nm * nn,
+            nm * nk,
+            nk * nn
+        );
+        let _ = writeln!(s, "        }}");
+        let _ = writeln!(s, "    }}");
+    }
+    if !direct {
+        let _ = writeln!(
+            s,
+            "    let mut {name} = vec![0.0 as {ty}; {}];",
+            nb * nm * nn
+        );
+        let mut depth = 1;
+        loops_open(s, plan, out, &mut depth);
+        let _ = writeln!(
+            s,
+            "{}{name}[{}] = {dst}[{}];",
+            "    ".repeat(depth),
+            offset(plan, out),
+            offset(plan, &bmn)
+        );
+        loops_close(s, &mut depth, 1);
+    }
+    Ok(true)
 }
 
 /// The identity of `⊕`: 0 for a sum (`None`), -inf for max and log-sum-exp, +inf for min.
