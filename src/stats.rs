@@ -20,6 +20,7 @@ pub fn render(plan: &Plan, stats: &ExecStats) -> String {
             Op::Unary { .. } => "unary".to_string(),
             Op::Contract { .. } => "contract".to_string(),
             Op::Elementwise { .. } => "elementwise".to_string(),
+            Op::Fused { nodes, .. } => format!("fused x{}", nodes.len()),
             Op::Reduce { op, .. } => format!("reduce.{}", op.name()),
             Op::Store { tensor, .. } => format!("store {}", p.tensors[*tensor].name),
             Op::SliceSum { sliced, .. } => {

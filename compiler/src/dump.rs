@@ -212,6 +212,28 @@ fn dump_steps(s: &mut String, p: &crate::ir::Program, steps: &[crate::plan::Step
             Op::Reduce { op, arg } => format!("reduce.{} {}", op.name(), v(arg)),
             Op::Store { tensor, arg } => format!("store {} {}", p.tensors[*tensor].name, v(arg)),
             Op::Arg(k) => format!("arg {k}"),
+            Op::Fused { args, nodes } => {
+                // The chain as one expression over its arguments `$0, $1, ...`.
+                let mut text: Vec<String> = Vec::new();
+                for nd in nodes {
+                    text.push(match nd {
+                        crate::plan::FusedNode::Arg(j) => format!("${j}"),
+                        crate::plan::FusedNode::Apply(op, xs) => {
+                            let name = match op {
+                                ElemOp::Add => "add",
+                                ElemOp::Map(m) => m.name(),
+                            };
+                            let inner: Vec<&str> = xs.iter().map(|&x| text[x].as_str()).collect();
+                            format!("{name}({})", inner.join(", "))
+                        }
+                    });
+                }
+                format!(
+                    "fused {} of {}",
+                    text.last().map_or("", |t| t.as_str()),
+                    vs(args)
+                )
+            }
             Op::SliceSum { args, sliced, .. } => {
                 let slices: f64 = sliced.iter().map(|&i| p.size(i) as f64).product();
                 format!(

@@ -217,7 +217,7 @@ fn needed_steps(plan: &Plan, t: crate::ir::TensorId) -> Vec<usize> {
                 vec![arg.0 as usize]
             }
             Op::Contract { lhs, rhs } => vec![lhs.0 as usize, rhs.0 as usize],
-            Op::Elementwise { args, .. } | Op::SliceSum { args, .. } => {
+            Op::Elementwise { args, .. } | Op::SliceSum { args, .. } | Op::Fused { args, .. } => {
                 args.iter().map(|a| a.0 as usize).collect()
             }
             Op::Arg(_) => vec![],
@@ -372,6 +372,31 @@ fn emit_step(s: &mut String, plan: &Plan, k: usize) -> Result<(), EmitError> {
                 Some(_) => format!("{} + {}", read(lhs), read(rhs)),
             };
             fold_into(s, &pad, &format!("{name}[{out_off}]"), &x, semi, ty);
+            loops_close(s, &mut depth, 1);
+        }
+        Op::Fused { args, nodes } => {
+            let _ = writeln!(
+                s,
+                "    // %{k}: fused elementwise chain -> [{}]",
+                names(plan, &step.indices)
+            );
+            let _ = writeln!(s, "    let mut {name} = vec![0.0 as {ty}; {n}];");
+            loops_open(s, plan, &step.indices, &mut depth);
+            let pad = "    ".repeat(depth);
+            for (j, nd) in nodes.iter().enumerate() {
+                let e = match nd {
+                    crate::plan::FusedNode::Arg(a) => read(&args[*a]),
+                    crate::plan::FusedNode::Apply(op, xs) => {
+                        let xs: Vec<String> = xs.iter().map(|x| format!("n{x}")).collect();
+                        match op {
+                            ElemOp::Add => format!("{} + {}", xs[0], xs[1]),
+                            ElemOp::Map(m) => map_expr(*m, &xs, ty),
+                        }
+                    }
+                };
+                let _ = writeln!(s, "{pad}let n{j}: {ty} = {e};");
+            }
+            let _ = writeln!(s, "{pad}{name}[{out_off}] = n{};", nodes.len() - 1);
             loops_close(s, &mut depth, 1);
         }
         Op::Elementwise { op, args } => {

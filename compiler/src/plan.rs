@@ -58,6 +58,36 @@ pub enum Op {
     /// Inside a `SliceSum` body only: argument `k` of the enclosing step with its sliced
     /// axes fixed to the current slice (so its indices are the argument's minus those).
     Arg(usize),
+    /// A chain of elementwise steps evaluated in one pass over the result (see
+    /// [`fuse`]): `nodes` in evaluation order, the last one the value; broadcasting by
+    /// label as for `Elementwise`.
+    Fused {
+        args: Vec<ValueId>,
+        nodes: Vec<FusedNode>,
+    },
+}
+
+/// A node of a fused elementwise chain.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FusedNode {
+    /// Argument `k` of the step.
+    Arg(usize),
+    /// An operation on earlier nodes.
+    Apply(ElemOp, Vec<usize>),
+}
+
+impl Op {
+    /// The values this step reads.
+    pub fn args(&self) -> Vec<ValueId> {
+        match self {
+            Op::Load { .. } | Op::Const(_) | Op::Arg(_) => vec![],
+            Op::Unary { arg } | Op::Reduce { arg, .. } | Op::Store { arg, .. } => vec![*arg],
+            Op::Contract { lhs, rhs } => vec![*lhs, *rhs],
+            Op::Elementwise { args, .. } | Op::SliceSum { args, .. } | Op::Fused { args, .. } => {
+                args.clone()
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -139,7 +169,7 @@ pub fn plan(p: &Program, cfg: &PlanConfig) -> Result<Plan, PlanError> {
     }
     Ok(Plan {
         program: p.clone(),
-        steps: b.steps,
+        steps: fuse::fuse_elementwise(b.steps),
         optimizer: cfg.optimizer,
         semiring: cfg.semiring,
         notes: b.notes,
@@ -562,6 +592,25 @@ fn verify_steps(
                     return err(s, "elementwise step reads a later value");
                 }
             }
+            Op::Fused { args, nodes } => {
+                if !args.iter().all(earlier) {
+                    return err(s, "fused step reads a later value");
+                }
+                let ok = nodes.iter().enumerate().all(|(j, nd)| match nd {
+                    FusedNode::Arg(a) => *a < args.len(),
+                    FusedNode::Apply(_, xs) => !xs.is_empty() && xs.iter().all(|&x| x < j),
+                });
+                if !ok || nodes.is_empty() {
+                    return err(s, "fused node reads a later node or a missing argument");
+                }
+                let mut u: Vec<IndexId> = Vec::new();
+                for a in args {
+                    u.extend(steps[a.0 as usize].indices.iter().copied());
+                }
+                if !sub(&s.indices, &u) {
+                    return err(s, "fused step invents an index");
+                }
+            }
             Op::SliceSum {
                 args,
                 sliced,
@@ -642,5 +691,6 @@ impl Plan {
     }
 }
 
+mod fuse;
 #[cfg(test)]
 mod tests;

@@ -5,11 +5,12 @@
 //! memory follows the plan rather than the program length. Every argument is cast to the
 //! step's dtype first (the compiler promotes; constants arrive as f64).
 
+use crate::fused;
 use crate::kernels::{self, Scalar};
 use crate::semiring;
 use crate::value::{dtype_size, TensorData, TensorView};
 use einc_compiler::ir::{labels as ir_labels, MapOp, ReduceOp, TensorId};
-use einc_compiler::plan::{ElemOp, Op, Plan};
+use einc_compiler::plan::{ElemOp, FusedNode, Op, Plan};
 use einc_frontend::ein::ast::DType;
 use einc_frontend::einsum::fmt_shape;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
@@ -380,6 +381,25 @@ fn run_plan<'a>(
                         Step::Elementwise(elem_op(*op), ls, out_idx),
                     )))
                 }
+                Op::Fused { args: vs, nodes } => {
+                    let slots = vs.iter().map(get).collect::<Result<Vec<_>, _>>()?;
+                    let views: Vec<TensorView<'_>> = slots.iter().map(|d| d.view()).collect();
+                    let ls: Vec<&[u32]> = vs.iter().map(labels).collect();
+                    let nodes = nodes
+                        .iter()
+                        .map(|nd| match nd {
+                            FusedNode::Arg(a) => fused::Node::Arg(*a),
+                            FusedNode::Apply(op, xs) => {
+                                fused::Node::Apply(elem_op(*op), xs.clone())
+                            }
+                        })
+                        .collect();
+                    Slot::Owned(Arc::new(with_dtype(
+                        s.dtype,
+                        &views,
+                        Step::Fused(nodes, ls, out_idx),
+                    )))
+                }
                 Op::Reduce { op, arg } => {
                     let a = get(arg)?;
                     let kop = match op {
@@ -559,7 +579,7 @@ fn args(op: &Op) -> Vec<usize> {
             vec![arg.0 as usize]
         }
         Op::Contract { lhs, rhs } => vec![lhs.0 as usize, rhs.0 as usize],
-        Op::Elementwise { args, .. } | Op::SliceSum { args, .. } => {
+        Op::Elementwise { args, .. } | Op::SliceSum { args, .. } | Op::Fused { args, .. } => {
             args.iter().map(|a| a.0 as usize).collect()
         }
         Op::Arg(_) => vec![],
@@ -752,6 +772,7 @@ enum Step<'s> {
     Unary(&'s [u32], &'s [u32]),
     Contract(&'s [u32], &'s [u32], &'s [u32]),
     SemiringContract(kernels::ReduceOp, &'s [u32], &'s [u32], &'s [u32]),
+    Fused(Vec<fused::Node>, Vec<&'s [u32]>, &'s [u32]),
     Elementwise(kernels::MapOp, Vec<&'s [u32]>, &'s [u32]),
     Reduce(kernels::ReduceOp, &'s [u32], &'s [u32]),
 }
@@ -771,6 +792,7 @@ fn run<T: Scalar>(step: &Step<'_>, vs: &[ArrayViewD<'_, T>]) -> ArrayD<T> {
             }
         }
         Step::Reduce(op, al, out) => kernels::reduce(*op, vs[0].clone(), al, out),
+        Step::Fused(nodes, ls, out) => fused::eval(nodes, vs, ls, out),
         Step::SemiringContract(op, al, bl, out) => {
             semiring::contract(*op, vs[0].clone(), al, vs[1].clone(), bl, out)
         }

@@ -3,9 +3,11 @@
 //! - [`reference`]: naive einsum over complex128, the correctness oracle for kernels;
 //! - [`oracle`]: evaluates IR programs directly with the reference, the oracle for plans;
 //! - [`kernels`]: GEMM-backed pairwise contraction, unary einsum, elementwise ops;
+//! - [`fused`]: one-pass evaluation of fused elementwise chains;
 //! - [`semiring`]: max-plus, min-plus and log-sum-exp contractions;
 //! - [`exec`]: runs a `Plan` on [`TensorData`] arrays.
 pub mod exec;
+pub mod fused;
 pub mod kernels;
 pub mod oracle;
 pub mod reference;

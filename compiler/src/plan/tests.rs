@@ -113,3 +113,35 @@ fn verify_refuses_broken_slice_bodies() {
         .0
         .contains("outside"));
 }
+
+#[test]
+fn elementwise_chains_fuse_and_the_plan_stays_valid() {
+    use crate::pipeline::{check_ein, compile_ein};
+    let src = "dim i = 4, j = 3\ninput a[i, j]: f64\ninput b[j]: f64\n\
+               Y[i, j] = exp(tanh(a[i, j]) - b[j]) / (1 + abs(a[i, j]))\n\
+               Z[i, j] = Y[i, j] + Y[i, j]\noutput Y, Z\n";
+    let (_, checked) = check_ein(src).expect("checks");
+    let plan = compile_ein(&checked, &Default::default(), &CompileConfig::default())
+        .expect("compiles")
+        .plan;
+    plan.verify().expect("valid after fusion");
+    let fused: Vec<&Step> = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s.op, Op::Fused { .. }))
+        .collect();
+    assert_eq!(fused.len(), 1, "{}", crate::dump::dump_plan(&plan));
+    let Op::Fused { nodes, .. } = &fused[0].op else {
+        unreachable!()
+    };
+    // tanh, sub, exp, abs, add, div on top of their leaves; `b` is broadcast and stays a
+    // leaf, and `Y`, read twice by `Z`, is not absorbed into it.
+    assert!(nodes.len() >= 9, "{nodes:?}");
+    assert!(!plan.steps.iter().any(|s| matches!(
+        &s.op,
+        Op::Elementwise {
+            op: ElemOp::Map(MapOp::Tanh),
+            ..
+        }
+    )));
+}

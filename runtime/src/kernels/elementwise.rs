@@ -78,7 +78,7 @@ fn map_with<T: Scalar>(a: ArrayViewD<T>, f: impl Fn(T) -> T) -> ArrayD<T> {
     out
 }
 
-fn sigmoid<T: Scalar>(x: T) -> T {
+pub(crate) fn sigmoid<T: Scalar>(x: T) -> T {
     // exp(-x) overflows for very negative x; exp(x) / (1 + exp(x)) does not.
     if x.to_c64().re >= 0.0 {
         T::one() / (T::one() + (-x).exp())

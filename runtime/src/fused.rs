@@ -1,0 +1,222 @@
+//! One pass over the result of a fused elementwise chain.
+//!
+//! The result is written row by row (its last axis); each row is cut into blocks of
+//! [`BLOCK`] elements and the chain's nodes are evaluated block by block, so intermediate
+//! values live in small per-thread buffers instead of whole arrays, and each operation
+//! still runs as a tight loop over a block.
+
+use crate::kernels::{elementwise::sigmoid, MapOp, Scalar};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use rayon::prelude::*;
+
+const BLOCK: usize = 256;
+/// Below this many result elements the pass stays on the calling thread.
+const PARALLEL_ELEMENTS: usize = 1 << 15;
+
+/// A node of the chain: an argument, or an operation on earlier nodes.
+#[derive(Clone, Debug)]
+pub enum Node {
+    Arg(usize),
+    Apply(MapOp, Vec<usize>),
+}
+
+/// Evaluates `nodes` (last = result) over `args` (one label per axis; repeated labels read
+/// a diagonal; axes of length 1 broadcast) into an array of `out_idx` order.
+///
+/// # Panics
+/// If an output label is in no argument, a label count differs from an argument's rank,
+/// or a node reads a later node or a missing argument.
+pub fn eval<T: Scalar>(
+    nodes: &[Node],
+    args: &[ArrayViewD<'_, T>],
+    arg_idx: &[&[u32]],
+    out_idx: &[u32],
+) -> ArrayD<T> {
+    let shape: Vec<usize> = out_idx
+        .iter()
+        .map(|l| {
+            args.iter()
+                .zip(arg_idx)
+                .flat_map(|(a, idx)| {
+                    idx.iter()
+                        .zip(a.shape())
+                        .filter(move |(x, _)| *x == l)
+                        .map(|(_, &n)| n)
+                })
+                .max()
+                .unwrap_or_else(|| panic!("output label {l} is in no argument"))
+        })
+        .collect();
+    // Per argument, its stride along each output axis: the sum over its axes with that
+    // label (a diagonal), 0 where it lacks the label or broadcasts a length-1 axis.
+    let strides: Vec<Vec<isize>> = args
+        .iter()
+        .zip(arg_idx)
+        .map(|(a, idx)| {
+            assert_eq!(a.ndim(), idx.len(), "one label per axis");
+            out_idx
+                .iter()
+                .zip(&shape)
+                .map(|(l, &n)| {
+                    idx.iter()
+                        .enumerate()
+                        .filter(|(ax, x)| *x == l && (a.shape()[*ax] == n || n == 0))
+                        .map(|(ax, _)| a.strides()[ax])
+                        .sum()
+                })
+                .collect()
+        })
+        .collect();
+    let mut out = ArrayD::from_elem(IxDyn(&shape), T::zero());
+    let total = out.len();
+    if total == 0 {
+        return out;
+    }
+    let rank = shape.len();
+    let inner = if rank == 0 { 1 } else { shape[rank - 1] };
+    let inner_strides: Vec<isize> = strides
+        .iter()
+        .map(|s| if rank == 0 { 0 } else { s[rank - 1] })
+        .collect();
+    let ptrs: Vec<usize> = args.iter().map(|a| a.as_ptr() as usize).collect();
+    let row = |r: usize, dst: &mut [T], bufs: &mut Vec<Vec<T>>| {
+        // Offset of the row's first element in every argument.
+        let mut rest = r;
+        let mut base = vec![0isize; args.len()];
+        for d in (0..rank.saturating_sub(1)).rev() {
+            let i = (rest % shape[d]) as isize;
+            rest /= shape[d];
+            for (b, s) in base.iter_mut().zip(&strides) {
+                *b += i * s[d];
+            }
+        }
+        let mut start = 0;
+        while start < inner {
+            let len = BLOCK.min(inner - start);
+            for (j, node) in nodes.iter().enumerate() {
+                let (done, now) = bufs.split_at_mut(j);
+                let buf = &mut now[0][..len];
+                match node {
+                    Node::Arg(a) => {
+                        let p = ptrs[*a] as *const T;
+                        let (b0, st) = (base[*a], inner_strides[*a]);
+                        for (i, x) in buf.iter_mut().enumerate() {
+                            let off = b0 + (start + i) as isize * st;
+                            // SAFETY: `off` is Σ index·stride over in-range indices of the
+                            // argument's own axes (0 for broadcast ones), so it addresses an
+                            // element of the view, which outlives this call.
+                            *x = unsafe { *p.offset(off) };
+                        }
+                    }
+                    Node::Apply(op, xs) => apply(*op, xs, done, buf),
+                }
+            }
+            dst[start..start + len].copy_from_slice(&bufs[nodes.len() - 1][..len]);
+            start += len;
+        }
+    };
+    let fresh = || vec![vec![T::zero(); BLOCK]; nodes.len()];
+    let flat = out
+        .as_slice_mut()
+        .expect("a new array is in standard layout");
+    if total >= PARALLEL_ELEMENTS {
+        flat.par_chunks_mut(inner)
+            .enumerate()
+            .for_each_init(fresh, |bufs, (r, dst)| row(r, dst, bufs));
+    } else {
+        let mut bufs = fresh();
+        for (r, dst) in flat.chunks_mut(inner).enumerate() {
+            row(r, dst, &mut bufs);
+        }
+    }
+    out
+}
+
+/// `out = op(done[xs[0]], done[xs[1]])` over one block (unary ops read `xs[0]` only).
+fn apply<T: Scalar>(op: MapOp, xs: &[usize], done: &[Vec<T>], out: &mut [T]) {
+    let x = &done[xs[0]][..out.len()];
+    let y = xs.get(1).map(|&i| &done[i][..out.len()]);
+    let un = |out: &mut [T], f: fn(T) -> T| {
+        for (o, &a) in out.iter_mut().zip(x) {
+            *o = f(a);
+        }
+    };
+    let bin = |out: &mut [T], f: fn(T, T) -> T| {
+        let y = y.expect("a binary node has two operands");
+        for ((o, &a), &b) in out.iter_mut().zip(x).zip(y) {
+            *o = f(a, b);
+        }
+    };
+    match op {
+        MapOp::Add => bin(out, |a, b| a + b),
+        MapOp::Sub => bin(out, |a, b| a - b),
+        MapOp::Mul => bin(out, |a, b| a * b),
+        MapOp::Div => bin(out, |a, b| a / b),
+        MapOp::Max => bin(out, T::max2),
+        MapOp::Min => bin(out, T::min2),
+        MapOp::Neg => un(out, |a| -a),
+        MapOp::Exp => un(out, T::exp),
+        MapOp::Log => un(out, T::ln),
+        MapOp::Sqrt => un(out, T::sqrt),
+        MapOp::Tanh => un(out, T::tanh),
+        MapOp::Abs => un(out, T::abs),
+        MapOp::Relu => un(out, |a| a.max2(T::zero())),
+        MapOp::Sigmoid => un(out, sigmoid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::{map_binary, map_unary};
+    use ndarray::{Array2, Array3, Axis};
+
+    /// exp(tanh(a) - b) * max(d, a), with `a` transposed, `b` broadcast from length 1
+    /// along `i`, and `d` the diagonal of a cube: against the unfused kernels.
+    #[test]
+    fn a_chain_matches_the_step_by_step_kernels() {
+        let (ni, nj) = (37, 300); // rows longer than one block
+        let a_t =
+            Array2::from_shape_fn((nj, ni), |(j, i)| ((i * 7 + j * 3) % 11) as f64 / 5.0 - 1.0);
+        let a = a_t.view().reversed_axes().into_dyn(); // labels [i, j], strided
+        let b = Array2::from_shape_fn((1, nj), |(_, j)| (j % 5) as f64 / 3.0).into_dyn();
+        let d = Array3::from_shape_fn((ni, ni, nj), |(x, y, j)| (x * 2 + y + j) as f64 / 100.0)
+            .into_dyn();
+        let (al, bl, dl, out): (&[u32], &[u32], &[u32], &[u32]) =
+            (&[0, 1], &[0, 1], &[0, 0, 1], &[0, 1]);
+        let nodes = vec![
+            Node::Arg(0),
+            Node::Arg(1),
+            Node::Arg(2),
+            Node::Apply(MapOp::Tanh, vec![0]),
+            Node::Apply(MapOp::Sub, vec![3, 1]),
+            Node::Apply(MapOp::Exp, vec![4]),
+            Node::Apply(MapOp::Max, vec![2, 0]),
+            Node::Apply(MapOp::Mul, vec![5, 6]),
+        ];
+        let got = eval(&nodes, &[a.view(), b.view(), d.view()], &[al, bl, dl], out);
+        let t = map_unary(MapOp::Tanh, a.view());
+        let s = map_binary(MapOp::Sub, t.view(), out, b.view(), bl, out);
+        let e = map_unary(MapOp::Exp, s.view());
+        let diag = Array2::from_shape_fn((ni, nj), |(i, j)| d[[i, i, j]]).into_dyn();
+        let m = map_binary(MapOp::Max, diag.view(), out, a.view(), al, out);
+        let want = map_binary(MapOp::Mul, e.view(), out, m.view(), out, out);
+        assert_eq!(got.shape(), &[ni, nj]);
+        assert!(got
+            .iter()
+            .zip(want.iter())
+            .all(|(g, w)| (g - w).abs() <= 1e-12));
+        // Large enough for the parallel path too.
+        let big =
+            Array3::from_shape_fn((64, 32, 40), |(x, y, z)| (x + y * z) as f64 / 7.0).into_dyn();
+        let nodes = vec![
+            Node::Arg(0),
+            Node::Apply(MapOp::Sqrt, vec![0]),
+            Node::Apply(MapOp::Neg, vec![1]),
+        ];
+        let got = eval(&nodes, &[big.view()], &[&[0, 1, 2]], &[2, 0, 1]);
+        let want = big.view().permuted_axes(vec![2, 0, 1]).mapv(|x| -x.sqrt());
+        assert_eq!(got, want);
+        assert_eq!(got.len_of(Axis(0)), 40);
+    }
+}
