@@ -246,6 +246,35 @@ fn main() {
             }
         };
         let flops = expr.compiled().plan.flops();
+        // Peak memory of one run against the plan's bound: its largest intermediate plus
+        // the inputs and the output.
+        let (out, stats) = match expr
+            .clone()
+            .with_options(ExecOptions {
+                threads: Some(1),
+                collect_stats: true,
+            })
+            .run_with_stats(&views)
+        {
+            Ok(r) => r,
+            Err(e) => {
+                println!(
+                    "{}",
+                    json!({"kind": "case", "name": name, "error": e.to_string()})
+                );
+                continue;
+            }
+        };
+        let elem = einc_runtime::value::dtype_size(dt) as f64;
+        let bound = expr.compiled().plan.largest_intermediate() * elem
+            + stats.input_bytes as f64
+            + out.nbytes() as f64;
+        // Peak counts intermediates and outputs; inputs are borrowed, so add them back.
+        let peak = (stats.peak_bytes + stats.input_bytes) as f64;
+        println!(
+            "{}",
+            json!({"kind": "memory", "name": name, "peak_bytes": peak, "bound_bytes": bound})
+        );
         for threads in [1usize, 2] {
             let ex = expr.clone().with_options(ExecOptions {
                 threads: Some(threads),

@@ -39,3 +39,10 @@ gm = math.exp(sum(map(math.log, speedups_np)) / len(speedups_np)) if speedups_np
 print(f"\neinc faster than the best peer in {wins} of {total} (case, threads) rows; geometric-mean speed-up over numpy.einsum(optimize='optimal'): {gm:.2f}x")
 for e in env:
     print(f"peers at {e['threads']} thread(s): numpy {e['numpy']}, opt_einsum {e['opt_einsum']}, torch {e['torch']}, BLAS {e['blas']}")
+mem = [r for r in einc if r["kind"] == "memory"]
+if mem:
+    print("\n| case | peak bytes (inputs + intermediates + output) | plan bound (largest intermediate + inputs + output) | within bound |")
+    print("|---|---|---|---|")
+    for r in mem:
+        ok = r["peak_bytes"] <= r["bound_bytes"]
+        print(f"| {r['name']} | {r['peak_bytes']:.0f} | {r['bound_bytes']:.0f} | {'yes' if ok else 'no'} |")
