@@ -2,6 +2,7 @@
 //! against brute force in `brute`, published opt_einsum numbers in `reference`.
 
 mod brute;
+mod greedy_ref;
 mod hyper;
 mod reference;
 
