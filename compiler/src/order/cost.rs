@@ -43,8 +43,11 @@ pub(crate) fn evaluate_problem(p: &Problem, path: &Path) -> Result<PathInfo, Ord
         }
     }
     let mut stamp = vec![usize::MAX; p.sizes.len()];
-    let mut tensors: Vec<Vec<usize>> = p.inputs.clone();
-    tensors.reserve(expected);
+    // Results' labels back to back (`spans[id - n]`), so that a step costs
+    // no allocation beyond the labels `StepInfo` hands out.
+    let mut arena: Vec<usize> = Vec::new();
+    let mut spans: Vec<(usize, usize)> = Vec::with_capacity(expected);
+    let (mut union, mut result) = (Vec::new(), Vec::new());
 
     let mut info = PathInfo {
         path: path.clone(),
@@ -59,37 +62,44 @@ pub(crate) fn evaluate_problem(p: &Problem, path: &Path) -> Result<PathInfo, Ord
         pre_reduced: Vec::new(),
         notes: Vec::new(),
     };
+    let to_labels = |v: &[usize]| v.iter().map(|&l| p.labels[l]).collect::<Vec<_>>();
     for (step, (&pair, &(a, b))) in path.pairs.iter().zip(&ssa_pairs).enumerate() {
-        let ta = std::mem::take(&mut tensors[a]);
-        let tb = std::mem::take(&mut tensors[b]);
-        for &l in ta.iter().chain(&tb) {
+        let term = |id: usize| -> &[usize] {
+            match id.checked_sub(n) {
+                None => &p.inputs[id],
+                Some(r) => &arena[spans[r].0..spans[r].0 + spans[r].1],
+            }
+        };
+        let (ta, tb) = (term(a), term(b));
+        union.clear();
+        for &l in ta.iter().chain(tb) {
             count[l] -= 1;
-        }
-        let mut union = Vec::with_capacity(ta.len() + tb.len());
-        for &l in ta.iter().chain(&tb) {
             if stamp[l] != step {
                 stamp[l] = step;
                 union.push(l);
             }
         }
+        let operands = [to_labels(ta), to_labels(tb)];
         let last = step + 1 == expected;
-        let result: Vec<usize> = if last {
+        result.clear();
+        if last {
             // Nothing else is live, so the kept labels are exactly the output.
-            p.output.clone()
+            result.extend_from_slice(&p.output);
         } else {
-            union
-                .iter()
-                .copied()
-                .filter(|&l| p.in_output[l] || count[l] > 0)
-                .collect()
-        };
+            result.extend(
+                union
+                    .iter()
+                    .copied()
+                    .filter(|&l| p.in_output[l] || count[l] > 0),
+            );
+        }
         for &l in &result {
             count[l] += 1;
         }
-        let summed: Vec<usize> = union
+        let summed: Vec<Label> = union
             .iter()
-            .copied()
-            .filter(|&l| !(p.in_output[l] || count[l] > 0))
+            .filter(|&&l| !(p.in_output[l] || count[l] > 0))
+            .map(|&l| p.labels[l])
             .collect();
         let cost = p.size_of(&union);
         let flops = if summed.is_empty() { cost } else { 2.0 * cost };
@@ -98,17 +108,17 @@ pub(crate) fn evaluate_problem(p: &Problem, path: &Path) -> Result<PathInfo, Ord
         info.cost += cost;
         info.largest_intermediate = info.largest_intermediate.max(size);
         info.write += size;
-        let to_labels = |v: &[usize]| v.iter().map(|&l| p.labels[l]).collect::<Vec<_>>();
         info.steps.push(StepInfo {
             pair,
-            operands: [to_labels(&ta), to_labels(&tb)],
+            operands,
             result: to_labels(&result),
-            summed: to_labels(&summed),
+            summed,
             flops,
             cost,
             size,
         });
-        tensors.push(result);
+        spans.push((arena.len(), result.len()));
+        arena.extend_from_slice(&result);
     }
     Ok(info)
 }

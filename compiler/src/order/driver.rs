@@ -41,7 +41,10 @@ pub(crate) fn run(
     // own before any pair; on small problems `auto` and `hyper` try that too
     // so that they never lose to it.
     let small = problem.inputs.len() <= AUTO_OPTIMAL_MAX_INPUTS;
-    let exact_kind = matches!(optimizer, Optimizer::Auto | Optimizer::Hyper);
+    let exact_kind = matches!(
+        optimizer,
+        Optimizer::Auto | Optimizer::Hyper | Optimizer::Optimal
+    );
     if !(small && exact_kind && limits.memory_limit.is_none()) {
         return Ok(info);
     }

@@ -40,27 +40,43 @@ pub(crate) fn greedy(p: &Problem, limit: Option<f64>) -> Result<SsaPath, OrderEr
     }
 }
 
-/// A queued pair; ordered like opt_einsum's `(cost, id2, id1)` tuples.
-struct Cand {
-    cost: f64,
-    id2: usize,
-    id1: usize,
-    k1: usize,
-    k2: usize,
-    k12: usize,
-}
+/// `refs` of a label that is always kept (output, or common to all inputs).
+const KEEP: u32 = u32::MAX;
 
-impl Cand {
-    fn key(&self) -> (f64, usize, usize, usize, usize) {
-        (self.cost, self.id2, self.id1, self.k1, self.k2)
-    }
+/// No live tensor holds the key.
+const DEAD: usize = usize::MAX;
+
+/// End of a `key_next` chain.
+const NONE: u32 = u32::MAX;
+
+/// A queued pair; ordered like opt_einsum's `(cost, id2, id1)` tuples, as
+/// integers: `cost` as `total_order_bits` of the f64 cost, `ids` as
+/// `id2 << 32 | id1`. Equal `(cost, id2, id1)` means the same two tensors,
+/// so nothing else needs comparing.
+struct Cand {
+    cost: u64,
+    ids: u64,
+    k1: u32,
+    k2: u32,
+    /// Where the result's labels start in `Greedy::res_labels`, how many.
+    res: u32,
+    res_len: u32,
+    res_size: f64,
 }
 
 impl Ord for Cand {
     fn cmp(&self, other: &Self) -> Ordering {
-        let (a, b) = (self.key(), other.key());
-        a.0.total_cmp(&b.0)
-            .then_with(|| (a.1, a.2, a.3, a.4).cmp(&(b.1, b.2, b.3, b.4)))
+        (self.cost, self.ids).cmp(&(other.cost, other.ids))
+    }
+}
+
+/// Maps an f64 to a u64 whose unsigned order is `f64::total_cmp`'s.
+fn total_order_bits(x: f64) -> u64 {
+    let b = x.to_bits();
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | (1 << 63)
     }
 }
 impl PartialOrd for Cand {
@@ -75,26 +91,45 @@ impl PartialEq for Cand {
 }
 impl Eq for Cand {}
 
+/// Fast path of opt_einsum's greedy. Its choices, and so its paths, are
+/// those of the straightforward version kept in `tests/greedy_ref.rs`; what
+/// differs is bookkeeping: label sets ("keys") live in one flat arena, a
+/// candidate's cost is computed without materialising its labels, and a
+/// result's labels are interned only when the pair is actually contracted
+/// (most queued pairs never are).
 struct Greedy<'a> {
     p: &'a Problem,
-    /// Output labels plus labels common to every input.
-    out: Vec<bool>,
-    /// Interned label sets ("keys", sorted dense labels) and their sizes.
-    key_labels: Vec<Vec<usize>>,
+    /// Live keys holding each label, or `KEEP` for output-like labels: a
+    /// label is kept by a pair iff a third (shared) or second (one-sided)
+    /// key still holds it.
+    refs: Vec<u32>,
+    /// Sorted labels of every key, back to back; `key_at[k]..key_at[k + 1]`.
+    key_labels: Vec<u32>,
+    key_at: Vec<u32>,
     key_size: Vec<f64>,
-    key_index: HashMap<Vec<usize>, usize, BuildHasherDefault<FxHasher>>,
-    /// SSA id of the live tensor holding each key (opt_einsum's `remaining`).
-    live: Vec<Option<usize>>,
-    /// Live keys holding each non-output label (`dim_to_keys`).
-    dim_keys: Vec<Vec<usize>>,
+    /// First key with a given hash of its labels; `key_next` chains the rest
+    /// (no label set is ever copied into a map).
+    key_index: HashMap<u64, u32, BuildHasherDefault<FxHasher>>,
+    key_next: Vec<u32>,
+    /// SSA id of the live tensor holding each key (opt_einsum's `remaining`),
+    /// or `DEAD`.
+    live: Vec<usize>,
+    /// Live keys holding each non-output label (`dim_to_keys`): `dim_len[l]`
+    /// keys from `dim_at[l]` in `dim_flat`. A label never has more holders
+    /// than the inputs that hold it (a result replaces two tensors), so each
+    /// label gets that many slots once.
+    dim_flat: Vec<u32>,
+    dim_at: Vec<u32>,
+    dim_len: Vec<u32>,
     queue: BinaryHeap<Reverse<Cand>>,
+    /// Result labels of queued pairs, back to back.
+    res_labels: Vec<u32>,
     path: SsaPath,
     next_id: usize,
-    stamp: Vec<usize>,
-    stamp_gen: usize,
-    /// Scratch buffers reused across steps.
-    cur: Vec<usize>,
-    k2s: Vec<usize>,
+    stamp: Vec<u32>,
+    stamp_gen: u32,
+    k2s: Vec<u32>,
+    scratch: Vec<u32>,
 }
 
 impl<'a> Greedy<'a> {
@@ -107,161 +142,237 @@ impl<'a> Greedy<'a> {
             }
         }
         let n = p.inputs.len();
-        let out = (0..n_labels)
-            .map(|l| p.in_output[l] || common[l] == n)
+        let mut dim_at = Vec::with_capacity(n_labels);
+        let mut slots = 0u32;
+        for &c in &common {
+            dim_at.push(slots);
+            slots += c as u32;
+        }
+        let refs = (0..n_labels)
+            .map(|l| {
+                if p.in_output[l] || common[l] == n {
+                    KEEP
+                } else {
+                    0
+                }
+            })
             .collect();
+        let labels: usize = p.inputs.iter().map(Vec::len).sum();
         Greedy {
             p,
-            out,
-            key_labels: Vec::new(),
-            key_size: Vec::new(),
-            key_index: HashMap::with_capacity_and_hasher(4 * n, Default::default()),
-            live: Vec::new(),
-            dim_keys: vec![Vec::new(); n_labels],
-            queue: BinaryHeap::new(),
-            path: Vec::new(),
+            refs,
+            key_labels: Vec::with_capacity(2 * labels),
+            key_at: vec![0],
+            key_size: Vec::with_capacity(2 * n),
+            key_index: HashMap::with_capacity_and_hasher(2 * n, Default::default()),
+            key_next: Vec::with_capacity(2 * n),
+            live: Vec::with_capacity(2 * n),
+            dim_flat: vec![0; slots as usize],
+            dim_at,
+            dim_len: vec![0; n_labels],
+            queue: BinaryHeap::with_capacity(2 * n),
+            res_labels: Vec::with_capacity(2 * labels),
+            path: Vec::with_capacity(n - 1),
             next_id: n,
-            stamp: Vec::new(),
+            stamp: Vec::with_capacity(2 * n),
             stamp_gen: 0,
-            cur: Vec::new(),
             k2s: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
-    fn intern(&mut self, mut labels: Vec<usize>) -> usize {
-        labels.sort_unstable();
-        if let Some(&k) = self.key_index.get(&labels) {
-            return k;
+    fn labels(&self, k: u32) -> &[u32] {
+        let k = k as usize;
+        &self.key_labels[self.key_at[k] as usize..self.key_at[k + 1] as usize]
+    }
+
+    fn dim_keys(&self, l: usize) -> &[u32] {
+        let at = self.dim_at[l] as usize;
+        &self.dim_flat[at..at + self.dim_len[l] as usize]
+    }
+
+    /// The key of a sorted label set, created on first sight.
+    fn intern(&mut self, labels: &[u32], size: f64) -> u32 {
+        let mut h = FxHasher::default();
+        for &l in labels {
+            h.write_u64(l as u64);
         }
-        let k = self.key_labels.len();
-        self.key_size.push(self.p.size_of(&labels));
-        self.key_index.insert(labels.clone(), k);
-        self.key_labels.push(labels);
-        self.live.push(None);
+        let hash = h.finish();
+        let k = self.key_size.len() as u32;
+        let mut next = NONE;
+        if let Some(&first) = self.key_index.get(&hash) {
+            let mut at = first;
+            while at != NONE {
+                if self.labels(at) == labels {
+                    return at;
+                }
+                at = self.key_next[at as usize];
+            }
+            next = first;
+        }
+        self.key_index.insert(hash, k);
+        self.key_next.push(next);
+        self.key_labels.extend_from_slice(labels);
+        self.key_at.push(self.key_labels.len() as u32);
+        self.key_size.push(size);
+        self.live.push(DEAD);
         self.stamp.push(0);
         k
     }
 
-    fn add_to_dims(&mut self, k: usize) {
-        for &l in &self.key_labels[k] {
-            if !self.out[l] {
-                self.dim_keys[l].push(k);
+    fn make_live(&mut self, k: u32, id: usize) {
+        self.live[k as usize] = id;
+        let (s, e) = (self.key_at[k as usize], self.key_at[k as usize + 1]);
+        for i in s..e {
+            let l = self.key_labels[i as usize] as usize;
+            if self.refs[l] != KEEP {
+                self.refs[l] += 1;
+                self.dim_flat[(self.dim_at[l] + self.dim_len[l]) as usize] = k;
+                self.dim_len[l] += 1;
             }
         }
     }
 
-    fn remove_from_dims(&mut self, k: usize) {
-        for &l in &self.key_labels[k] {
-            if !self.out[l] {
-                let keys = &mut self.dim_keys[l];
+    fn kill(&mut self, k: u32) {
+        self.live[k as usize] = DEAD;
+        let (s, e) = (self.key_at[k as usize], self.key_at[k as usize + 1]);
+        for i in s..e {
+            let l = self.key_labels[i as usize] as usize;
+            if self.refs[l] != KEEP {
+                self.refs[l] -= 1;
+                let (at, len) = (self.dim_at[l] as usize, self.dim_len[l] as usize);
+                let keys = &mut self.dim_flat[at..at + len];
                 if let Some(pos) = keys.iter().position(|&x| x == k) {
-                    keys.swap_remove(pos);
+                    keys.swap(pos, len - 1);
+                    self.dim_len[l] -= 1;
                 }
             }
         }
     }
 
-    fn id(&self, k: usize) -> usize {
-        self.live[k].unwrap_or(usize::MAX)
-    }
-
-    /// opt_einsum's `_get_candidate`: the result keeps output labels, shared
-    /// labels still held by a third key, and one-sided labels held elsewhere.
-    fn candidate(&self, k1: usize, k2: usize, k12: &mut Vec<usize>) -> Cand {
-        let (a, b) = (&self.key_labels[k1], &self.key_labels[k2]);
-        k12.clear();
+    /// Size of the result of `a` with `b` (opt_einsum's `_get_candidate`:
+    /// it keeps output labels, shared labels still held by a third key and
+    /// one-sided labels held elsewhere), multiplied in label order as the
+    /// reference does so that costs agree to the last bit. With `out`, also
+    /// collects the kept labels.
+    #[inline]
+    fn result(&self, a: &[u32], b: &[u32], mut out: Option<&mut Vec<u32>>) -> f64 {
+        let (refs, sizes) = (&self.refs, &self.p.sizes);
+        let mut size = 1.0;
+        let mut keep = |l: u32, need: u32| {
+            if refs[l as usize] >= need {
+                size *= sizes[l as usize];
+                if let Some(o) = out.as_deref_mut() {
+                    o.push(l);
+                }
+            }
+        };
         let (mut i, mut j) = (0, 0);
-        while i < a.len() || j < b.len() {
-            let (l, both) = match (a.get(i), b.get(j)) {
-                (Some(&x), Some(&y)) if x == y => {
+        while i < a.len() && j < b.len() {
+            let (x, y) = (a[i], b[j]);
+            match x.cmp(&y) {
+                Ordering::Equal => {
+                    keep(x, 3);
                     i += 1;
                     j += 1;
-                    (x, true)
                 }
-                (Some(&x), Some(&y)) if x < y => {
+                Ordering::Less => {
+                    keep(x, 2);
                     i += 1;
-                    (x, false)
                 }
-                (Some(&x), None) => {
-                    i += 1;
-                    (x, false)
-                }
-                (_, Some(&y)) => {
+                Ordering::Greater => {
+                    keep(y, 2);
                     j += 1;
-                    (y, false)
                 }
-                (None, None) => break,
-            };
-            let refs = self.dim_keys[l].len();
-            if self.out[l] || refs >= if both { 3 } else { 2 } {
-                k12.push(l);
             }
         }
-        let cost = self.p.size_of(k12) - self.key_size[k1] - self.key_size[k2];
-        let (mut k1, mut k2) = (k1, k2);
-        let (mut id1, mut id2) = (self.id(k1), self.id(k2));
-        if id1 > id2 {
-            std::mem::swap(&mut k1, &mut k2);
-            std::mem::swap(&mut id1, &mut id2);
+        for &x in &a[i..] {
+            keep(x, 2);
         }
-        Cand {
-            cost,
-            id2,
-            id1,
-            k1,
-            k2,
-            k12: usize::MAX,
+        for &y in &b[j..] {
+            keep(y, 2);
         }
+        size
     }
 
     /// Queues the best pair of `k1` with any of `k2s` (`_push_candidate`).
-    fn push_best(&mut self, k1: usize, k2s: &[usize]) {
-        // Two buffers swapped on improvement: no allocation per candidate.
-        let mut cur = std::mem::take(&mut self.cur);
-        let mut best_labels = Vec::new();
-        let mut best: Option<Cand> = None;
+    fn push_best(&mut self, k1: u32, k2s: &[u32]) {
+        let a = self.labels(k1);
+        let id_a = self.live[k1 as usize] as u32;
+        let size_a = self.key_size[k1 as usize];
+        // (cost, id2, id1, k1, k2) of the best so far, compared as `Cand`s.
+        let mut best: Option<(f64, u32, u32, u32, u32, f64)> = None;
         for &k2 in k2s {
-            let c = self.candidate(k1, k2, &mut cur);
-            if best.as_ref().is_none_or(|b| c < *b) {
-                best = Some(c);
-                std::mem::swap(&mut cur, &mut best_labels);
+            let size = self.result(a, self.labels(k2), None);
+            let cost = size - size_a - self.key_size[k2 as usize];
+            let id_b = self.live[k2 as usize] as u32;
+            let (x1, x2, i1, i2) = if id_a > id_b {
+                (k2, k1, id_b, id_a)
+            } else {
+                (k1, k2, id_a, id_b)
+            };
+            let better = best.is_none_or(|b| {
+                cost.total_cmp(&b.0)
+                    .then_with(|| (i2, i1, x1, x2).cmp(&(b.1, b.2, b.3, b.4)))
+                    .is_lt()
+            });
+            if better {
+                best = Some((cost, i2, i1, x1, x2, size));
             }
         }
-        self.cur = cur;
-        if let Some(mut cand) = best {
-            cand.k12 = self.intern(best_labels);
-            self.queue.push(Reverse(cand));
-        }
+        let Some((cost, id2, id1, x1, x2, res_size)) = best else {
+            return;
+        };
+        let res = self.res_labels.len() as u32;
+        let mut out = std::mem::take(&mut self.res_labels);
+        self.result(self.labels(x1), self.labels(x2), Some(&mut out));
+        let res_len = out.len() as u32 - res;
+        self.res_labels = out;
+        self.queue.push(Reverse(Cand {
+            cost: total_order_bits(cost),
+            ids: (id2 as u64) << 32 | id1 as u64,
+            k1: x1,
+            k2: x2,
+            res,
+            res_len,
+            res_size,
+        }));
     }
 
     /// Queues candidates along every contractible label, as opt_einsum does
     /// before its main loop. Returns whether anything was queued.
     fn push_all_dims(&mut self) -> bool {
         let mut pushed = false;
-        for l in 0..self.dim_keys.len() {
-            let mut keys = self.dim_keys[l].clone();
-            keys.sort_unstable_by_key(|&k| self.id(k));
+        let mut keys = std::mem::take(&mut self.scratch);
+        for l in 0..self.dim_len.len() {
+            keys.clear();
+            keys.extend_from_slice(self.dim_keys(l));
+            keys.sort_unstable_by_key(|&k| self.live[k as usize]);
             for i in 0..keys.len().saturating_sub(1) {
                 self.push_best(keys[i], &keys[i + 1..]);
                 pushed = true;
             }
         }
+        self.scratch = keys;
         pushed
     }
 
     fn run(mut self) -> SsaPath {
         // Hadamard-deduplicate identical inputs, in input order.
-        for (ssa, term) in self.p.inputs.iter().enumerate() {
-            let k = self.intern(term.clone());
-            match self.live[k] {
-                Some(prev) => {
+        let mut term = Vec::new();
+        for (ssa, t) in self.p.inputs.iter().enumerate() {
+            term.clear();
+            term.extend(t.iter().map(|&l| l as u32));
+            term.sort_unstable();
+            // In label order, like every key size, for bit-identical costs.
+            let size = term.iter().map(|&l| self.p.sizes[l as usize]).product();
+            let k = self.intern(&term, size);
+            match self.live[k as usize] {
+                DEAD => self.make_live(k, ssa),
+                prev => {
                     self.path.push((prev, ssa));
-                    self.live[k] = Some(self.next_id);
+                    self.live[k as usize] = self.next_id;
                     self.next_id += 1;
-                }
-                None => {
-                    self.live[k] = Some(ssa);
-                    self.add_to_dims(k);
                 }
             }
         }
@@ -273,38 +384,40 @@ impl<'a> Greedy<'a> {
     }
 
     fn contract_queue(&mut self) {
+        let mut res = Vec::new();
         while let Some(Reverse(c)) = self.queue.pop() {
-            let (Some(s1), Some(s2)) = (self.live[c.k1], self.live[c.k2]) else {
+            let (s1, s2) = (self.live[c.k1 as usize], self.live[c.k2 as usize]);
+            if s1 == DEAD || s2 == DEAD {
                 continue; // obsolete
-            };
-            self.live[c.k1] = None;
-            self.live[c.k2] = None;
-            self.remove_from_dims(c.k1);
-            self.remove_from_dims(c.k2);
+            }
+            self.kill(c.k1);
+            self.kill(c.k2);
             self.path.push((s1, s2));
             let new = self.next_id;
             self.next_id += 1;
-            let k12 = c.k12;
-            match self.live[k12] {
-                Some(prev) => {
+            res.clear();
+            res.extend_from_slice(&self.res_labels[c.res as usize..(c.res + c.res_len) as usize]);
+            let k12 = self.intern(&res, c.res_size);
+            match self.live[k12 as usize] {
+                DEAD => self.make_live(k12, new),
+                prev => {
                     // Same labels as a live tensor: multiply them right away.
                     self.path.push((prev, new));
-                    self.live[k12] = Some(self.next_id);
+                    self.live[k12 as usize] = self.next_id;
                     self.next_id += 1;
-                }
-                None => {
-                    self.live[k12] = Some(new);
-                    self.add_to_dims(k12);
                 }
             }
             self.stamp_gen += 1;
-            self.stamp[k12] = self.stamp_gen;
+            let gen = self.stamp_gen;
+            self.stamp[k12 as usize] = gen;
             let mut k2s = std::mem::take(&mut self.k2s);
             k2s.clear();
-            for &l in &self.key_labels[k12] {
-                for &k in &self.dim_keys[l] {
-                    if self.stamp[k] != self.stamp_gen {
-                        self.stamp[k] = self.stamp_gen;
+            let (s, e) = (self.key_at[k12 as usize], self.key_at[k12 as usize + 1]);
+            for &l in &self.key_labels[s as usize..e as usize] {
+                let at = self.dim_at[l as usize] as usize;
+                for &k in &self.dim_flat[at..at + self.dim_len[l as usize] as usize] {
+                    if self.stamp[k as usize] != gen {
+                        self.stamp[k as usize] = gen;
                         k2s.push(k);
                     }
                 }
@@ -319,12 +432,13 @@ impl<'a> Greedy<'a> {
     /// Joins the remaining tensors pairwise, smallest (output part) first.
     fn outer_products(&mut self) {
         let mut queue: BinaryHeap<Reverse<(OrdF64, usize, Vec<usize>)>> = BinaryHeap::new();
-        for (k, ssa) in self.live.iter().enumerate() {
-            if let Some(ssa) = *ssa {
-                let kept: Vec<usize> = self.key_labels[k]
+        for (k, &ssa) in self.live.iter().enumerate() {
+            if ssa != DEAD {
+                let kept: Vec<usize> = self
+                    .labels(k as u32)
                     .iter()
-                    .copied()
-                    .filter(|&l| self.out[l])
+                    .map(|&l| l as usize)
+                    .filter(|&l| self.refs[l] == KEEP)
                     .collect();
                 queue.push(Reverse((OrdF64(self.p.size_of(&kept)), ssa, kept)));
             }
@@ -355,9 +469,17 @@ struct FxHasher(u64);
 
 impl Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
+        // `[u32]` hashes as its raw bytes: take them eight at a time.
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.write_u64(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        for &b in chunks.remainder() {
             self.write_u64(b as u64);
         }
+    }
+    fn write_u32(&mut self, x: u32) {
+        self.write_u64(x as u64);
     }
     fn write_u64(&mut self, x: u64) {
         self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);

@@ -63,7 +63,10 @@ pub type Label = u32;
 pub enum Optimizer {
     /// opt_einsum's greedy heuristic (`ssa_greedy_optimize`): fast, any size.
     Greedy,
-    /// Exact minimum of `flops` over every pairwise contraction tree.
+    /// Exact minimum of `flops`: over every pairwise contraction tree up to
+    /// [`AUTO_OPTIMAL_MAX_INPUTS`] inputs, above that over the trees whose
+    /// intermediates are connected (opt_einsum `dp`'s space), which sparse
+    /// networks of a few dozen tensors search in milliseconds.
     Optimal,
     /// Randomised search over many greedy and graph-partitioning trials,
     /// polished by exact subtree reconfiguration (cotengra's hyper search).
@@ -177,11 +180,11 @@ pub struct PathInfo {
     pub trials: usize,
     /// Inputs whose private labels (held by no other input, not in the
     /// output) are summed by a single-operand step before any pair, as
-    /// opt_einsum's `dp` may do; only `Auto`/`Hyper` on small problems. The
-    /// path and `steps` then act on the reduced inputs, and `flops`, `cost`
-    /// and `write` include the reductions (2, 1 and the reduced size per
-    /// element of each reduced input), so they exceed what `evaluate` gives
-    /// for the path.
+    /// opt_einsum's `dp` may do; only `Auto`/`Hyper`/`Optimal` on small
+    /// problems. The path and `steps` then act on the reduced inputs, and
+    /// `flops`, `cost` and `write` include the reductions (2, 1 and the
+    /// reduced size per element of each reduced input), so they exceed what
+    /// `evaluate` gives for the path.
     pub pre_reduced: Vec<usize>,
     /// Human-readable remarks, e.g. why the exact search fell back to greedy.
     pub notes: Vec<String>,

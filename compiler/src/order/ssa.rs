@@ -18,13 +18,16 @@ struct Live {
 
 impl Live {
     fn new(capacity: usize, live: usize) -> Self {
-        let mut live_set = Live {
-            tree: vec![0; capacity + 1],
-        };
-        for id in 0..live {
-            live_set.add(id, 1);
+        // The Fenwick tree of `live` ones, built in linear time.
+        let mut tree = vec![0; capacity + 1];
+        for i in 1..tree.len() {
+            tree[i] += usize::from(i <= live);
+            let parent = i + (i & i.wrapping_neg());
+            if parent < tree.len() {
+                tree[parent] += tree[i];
+            }
         }
-        live_set
+        Live { tree }
     }
 
     fn add(&mut self, id: usize, delta: isize) {

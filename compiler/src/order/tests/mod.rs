@@ -2,6 +2,7 @@
 //! against brute force in `brute`, published opt_einsum numbers in `reference`.
 
 mod brute;
+mod greedy_ref;
 mod hyper;
 mod reference;
 
@@ -286,7 +287,7 @@ fn optimal_gives_up_cleanly() {
     let info = search(&inputs, &[], &sizes, Optimizer::Optimal, &limits).unwrap();
     assert_eq!(info.optimizer, Optimizer::Greedy);
     assert!(info.notes[0].contains("time limit"), "{:?}", info.notes);
-    let (inputs, sizes) = ring(30, 2);
+    let (inputs, sizes) = ring(MAX_OPTIMAL_INPUTS + 1, 2);
     let info = search(&inputs, &[], &sizes, Optimizer::Optimal, &no_limits()).unwrap();
     assert_eq!(info.optimizer, Optimizer::Greedy);
     assert!(info.notes[0].contains("maximum"), "{:?}", info.notes);
