@@ -6,6 +6,7 @@
 //! them ([`Legs`]), so merging two nodes is a linear walk, and replacing the
 //! inside of a subtree never changes anything outside it.
 
+use super::rng::Rng;
 use super::Problem;
 
 /// `(dense label, inputs below the node holding it)`, sorted by label.
@@ -266,11 +267,60 @@ impl Tree {
             order.sort_by(|&x, &y| self.flops[y - n].total_cmp(&self.flops[x - n]));
             let mut changed = false;
             for x in order {
-                changed |= self.reconfigure_at(ctx, x, k, limit, &mut dp);
+                changed |= self.reconfigure_at(ctx, x, k, limit, &mut dp, None);
             }
             improved |= changed;
             if !changed {
                 break;
+            }
+        }
+        improved
+    }
+
+    /// Reconfiguration of randomly grown subtrees ("forested" in
+    /// cotengra): roots are drawn in proportion to their flops and frontier
+    /// nodes are expanded at random, so subtrees that the deterministic
+    /// sweep never forms get optimised too. Stops after `patience`
+    /// consecutive rounds without improvement or `rounds` rounds in all.
+    pub fn reconfigure_random(
+        &mut self,
+        ctx: &Ctx,
+        k: usize,
+        rounds: usize,
+        patience: usize,
+        limit: Option<f64>,
+        rng: &mut Rng,
+    ) -> bool {
+        let n = self.n;
+        if n < 3 {
+            return false;
+        }
+        let mut dp = SubDp::default();
+        let mut improved = false;
+        let mut idle = 0;
+        for _ in 0..rounds {
+            if idle >= patience {
+                break;
+            }
+            // Roots weighted by flops^(1/2): expensive regions first, but
+            // cheap ones still get visits.
+            let w: Vec<f64> = self.flops.iter().map(|f| f.sqrt()).collect();
+            let total: f64 = w.iter().sum();
+            let mut r = rng.f64() * total;
+            let mut x = 2 * n - 2;
+            for (i, wi) in w.iter().enumerate() {
+                r -= wi;
+                if r <= 0.0 {
+                    x = n + i;
+                    break;
+                }
+            }
+            let kk = 4 + rng.below(k.saturating_sub(3).max(1));
+            if self.reconfigure_at(ctx, x, kk, limit, &mut dp, Some(rng)) {
+                improved = true;
+                idle = 0;
+            } else {
+                idle += 1;
             }
         }
         improved
@@ -283,18 +333,26 @@ impl Tree {
         k: usize,
         limit: Option<f64>,
         dp: &mut SubDp,
+        mut rng: Option<&mut Rng>,
     ) -> bool {
         let n = self.n;
         let (a, b) = self.kids[x - n];
         let mut frontier = vec![a as usize, b as usize];
         let mut expanded = vec![x];
         while frontier.len() < k {
-            let pick = frontier
-                .iter()
-                .enumerate()
-                .filter(|&(_, &f)| f >= n)
-                .max_by(|p, q| self.flops[p.1 - n].total_cmp(&self.flops[q.1 - n]))
-                .map(|(i, _)| i);
+            let pick = match rng.as_deref_mut() {
+                Some(rng) => {
+                    let inner: Vec<usize> =
+                        (0..frontier.len()).filter(|&i| frontier[i] >= n).collect();
+                    (!inner.is_empty()).then(|| inner[rng.below(inner.len())])
+                }
+                None => frontier
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &f)| f >= n)
+                    .max_by(|p, q| self.flops[p.1 - n].total_cmp(&self.flops[q.1 - n]))
+                    .map(|(i, _)| i),
+            };
             let Some(i) = pick else { break };
             let f = frontier.swap_remove(i);
             let (c, d) = self.kids[f - n];

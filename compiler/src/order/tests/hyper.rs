@@ -119,6 +119,35 @@ fn reconfiguration_never_hurts_and_keeps_a_valid_tree() {
 }
 
 #[test]
+fn random_reconfiguration_never_hurts_and_respects_the_limit() {
+    for seed in 0..20 {
+        let (inputs, output, sizes) = random_problem(&mut Rng::new(300 + seed), 16, 12);
+        let n = inputs.len();
+        let ctx = ctx_of(&inputs, &output, &sizes);
+        let mut rng = SearchRng::stream(seed, 0);
+        let params = GreedyParams {
+            costmod: 1.0,
+            temperature: 1.0,
+        };
+        let ssa = random_greedy(&ctx, params, &mut rng);
+        let mut tree = Tree::from_ssa(&ctx, &ssa);
+        let (before, largest) = (tree.total_flops(), tree.largest());
+        tree.reconfigure_random(&ctx, 8, 200, 50, Some(largest), &mut rng);
+        let after = tree.total_flops();
+        assert!(after <= before * (1.0 + 1e-12), "{after} > {before}");
+        assert!(tree.largest() <= largest);
+        let info = evaluate(
+            &inputs,
+            &output,
+            &sizes,
+            &ssa_to_linear(n, &tree.to_ssa()).unwrap(),
+        )
+        .unwrap();
+        assert!((info.flops - after).abs() <= 1e-9 * after.max(1.0));
+    }
+}
+
+#[test]
 fn builders_give_complete_paths_on_awkward_networks() {
     // Scalars, disconnected parts, hyperedges, labels shared by everything.
     for seed in 0..40 {
