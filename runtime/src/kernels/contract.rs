@@ -10,6 +10,7 @@
 //! strides allow (no copy, even for transposed views); otherwise the operand is
 //! copied once into `[batch, rows, cols]` order where every group is contiguous.
 
+use super::alloc;
 use super::scalar::{GemmCall, Scalar};
 use super::unary::{assert_distinct, to_standard, unary};
 use ndarray::{ArrayD, ArrayViewD, CowArray, IxDyn};
@@ -99,51 +100,86 @@ pub fn contract_pair<T: Scalar>(
             None => b.shape()[b_idx.iter().position(|x| x == l).expect("checked above")],
         })
         .collect();
-    let out = ArrayD::from_elem(IxDyn(&out_shape), T::zero());
     let k: usize = dims_of(&a, a_idx, &k_l).iter().map(|d| d.0).product();
-    if out.is_empty() || k == 0 {
+    if out_shape.contains(&0) || k == 0 {
         // Nothing to write, or every entry is an empty sum.
-        return out;
+        return alloc::zeros(&out_shape);
+    }
+    if k == 1 {
+        // Nothing to sum (Hadamard, outer and mixed products): one pass over the output in
+        // its final layout beats a GEMM formulation, which would need k = 1 packing and,
+        // when M or N do not merge in the output, a permuting copy.
+        return broadcast_product(&a, a_idx, &b, b_idx, out_idx, &out_shape);
     }
 
-    let (a, a_idx, am, ak) = as_matrix(a, a_idx, &batch, &m_l, &k_l);
-    let (b, b_idx, bk, bn) = as_matrix(b, b_idx, &batch, &k_l, &n_l);
-    // The output takes `out_idx` order directly when M and N merge there;
-    // otherwise it is computed in [batch, M, N] order and permuted at the end.
-    let (mut dst, dst_idx, dm, dn) = {
-        let merged = (
-            merge(&dims_of(&out.view(), out_idx, &m_l)),
-            merge(&dims_of(&out.view(), out_idx, &n_l)),
-        );
-        if let (Some(dm), Some(dn)) = merged {
-            (out, out_idx.to_vec(), dm, dn)
-        } else {
-            let idx: Vec<u32> = [&batch[..], &m_l, &n_l].concat();
-            let shape: Vec<usize> = idx.iter().map(|l| out_shape[pos(out_idx, *l)]).collect();
-            let d = ArrayD::from_elem(IxDyn(&shape), T::zero());
-            let dm = merge(&dims_of(&d.view(), &idx, &m_l)).expect("contiguous group");
-            let dn = merge(&dims_of(&d.view(), &idx, &n_l)).expect("contiguous group");
-            (d, idx, dm, dn)
-        }
-    };
-
-    let walk = BatchWalk::new(
-        batch
+    // M (N) labels whose group does not merge in a (b) or in the output become batch
+    // loops (stride 0 in the other operand) instead of forcing a permuting copy of the
+    // operand and of the result, as long as the GEMM left is large enough.
+    let out_strides = standard_strides(&out_shape);
+    let std_dims = |group: &[u32]| -> Vec<(usize, isize)> {
+        group
             .iter()
             .map(|&l| {
-                let pa = pos(&a_idx, l);
+                let p = pos(out_idx, l);
+                (out_shape[p], out_strides[p])
+            })
+            .collect()
+    };
+    let size = |group: &[u32]| -> usize { std_dims(group).iter().map(|d| d.0).product() };
+    let n_all = size(&n_l);
+    let big = |m: usize, n: usize| m.min(n) >= SPLIT_MIN_SIDE && m * n * k >= SPLIT_MIN_WORK;
+    let sm = split_group(&a, a_idx, &m_l, &std_dims, |inner| big(size(inner), n_all));
+    let m_in = size(&m_l[sm..]);
+    let sn = split_group(&b, b_idx, &n_l, &std_dims, |inner| big(m_in, size(inner)));
+    let (m_outer, m_l) = m_l.split_at(sm);
+    let (n_outer, n_l) = n_l.split_at(sn);
+    let batch_a = [&batch[..], m_outer].concat();
+    let batch_b = [&batch[..], n_outer].concat();
+    let loops = [&batch[..], m_outer, n_outer].concat();
+
+    let (a, a_idx, am, ak) = as_matrix(a, a_idx, &batch_a, m_l, &k_l);
+    let (b, b_idx, bk, bn) = as_matrix(b, b_idx, &batch_b, &k_l, n_l);
+    // The output takes `out_idx` order directly when M and N merge there;
+    // otherwise it is computed in [loops, M, N] order and permuted at the end.
+    let (dst_idx, dst_shape, dm, dn) = match (merge(&std_dims(m_l)), merge(&std_dims(n_l))) {
+        (Some(dm), Some(dn)) => (out_idx.to_vec(), out_shape.clone(), dm, dn),
+        _ => {
+            let idx: Vec<u32> = [&loops[..], m_l, n_l].concat();
+            let shape: Vec<usize> = idx.iter().map(|l| out_shape[pos(out_idx, *l)]).collect();
+            let st = standard_strides(&shape);
+            let group = |g: &[u32]| -> Vec<(usize, isize)> {
+                g.iter()
+                    .map(|&l| {
+                        let p = pos(&idx, l);
+                        (shape[p], st[p])
+                    })
+                    .collect()
+            };
+            let dm = merge(&group(m_l)).expect("contiguous group");
+            let dn = merge(&group(n_l)).expect("contiguous group");
+            (idx, shape, dm, dn)
+        }
+    };
+    let dst_strides = standard_strides(&dst_shape);
+    let stride_of =
+        |st: &[isize], idx: &[u32], l: u32| idx.iter().position(|&x| x == l).map_or(0, |p| st[p]);
+    let walk = BatchWalk::new(
+        loops
+            .iter()
+            .map(|&l| {
+                let p = pos(&dst_idx, l);
                 (
-                    a.shape()[pa],
+                    dst_shape[p],
                     [
-                        a.strides()[pa],
-                        b.strides()[pos(&b_idx, l)],
-                        dst.strides()[pos(&dst_idx, l)],
+                        stride_of(a.strides(), &a_idx, l),
+                        stride_of(b.strides(), &b_idx, l),
+                        dst_strides[p],
                     ],
                 )
             })
             .collect(),
     );
-    let job = Job {
+    let job = |d: *mut T| Job {
         m: am.0,
         n: bn.0,
         k,
@@ -153,43 +189,43 @@ pub fn contract_pair<T: Scalar>(
         b: b.as_ptr(),
         b_rs: bk.1,
         b_cs: bn.1,
-        d: dst.as_mut_ptr(),
+        d,
         d_rs: dm.1,
         d_cs: dn.1,
     };
     debug_assert!(am.0 == dm.0 && bn.0 == dn.0 && ak.0 == k && bk.0 == k);
 
-    let work = job.m * job.n * k;
+    let work = am.0 * bn.0 * k;
     let count = walk.count();
-    if work == 1 {
-        // Pure Hadamard: one multiply per batch element. Per-element GEMM calls cost
-        // ~15 ns each; a strided loop over the innermost batch axis vectorises.
-        // SAFETY: the walk's offsets address elements of a, b and dst (see `Job::run`);
-        // dst is fresh and each offset is written once.
-        unsafe { hadamard(&walk, &job) };
-    } else if threads_ok(count, work) {
-        // Many small products: spread whole batches over threads.
-        let threads = rayon::current_num_threads();
-        let chunks = (4 * threads).min(count);
-        let per = count.div_ceil(chunks);
-        (0..chunks).into_par_iter().for_each(|c| {
-            let start = c * per;
-            let len = per.min(count.saturating_sub(start));
-            // SAFETY: see `Job::run`; distinct batch indices write disjoint
-            // parts of `dst`, so concurrent chunks never touch the same element.
-            walk.run(start, len, |off| unsafe {
-                job.run(off, gemm::Parallelism::None)
-            });
-        });
-    } else {
-        let par = if work > GEMM_PAR {
-            gemm::Parallelism::Rayon(0)
-        } else {
-            gemm::Parallelism::None
-        };
-        // SAFETY: see `Job::run`.
-        walk.run(0, count, |off| unsafe { job.run(off, par) });
-    }
+    // SAFETY: the walk visits every [loops] multi-index of dst once and each product
+    // writes its whole m×n block (k >= 2 here: gemm, naive_gemm and dot all overwrite),
+    // so every element of the fresh buffer is written; see `Job::run` for the rest.
+    let dst = unsafe {
+        alloc::uninit(&dst_shape, |d| {
+            let job = job(d);
+            if threads_ok(count, work) {
+                // Many small products: spread whole batches over threads.
+                let threads = rayon::current_num_threads();
+                let chunks = (4 * threads).min(count);
+                let per = count.div_ceil(chunks);
+                (0..chunks).into_par_iter().for_each(|c| {
+                    let start = c * per;
+                    let len = per.min(count.saturating_sub(start));
+                    // See `Job::run`; distinct batch indices write disjoint parts of
+                    // `dst`, so concurrent chunks never touch the same element.
+                    walk.run(start, len, |off| job.run(off, gemm::Parallelism::None));
+                });
+            } else {
+                // gemm's Rayon mode costs more than it saves in a one-thread pool.
+                let par = if work > GEMM_PAR && rayon::current_num_threads() > 1 {
+                    gemm::Parallelism::Rayon(0)
+                } else {
+                    gemm::Parallelism::None
+                };
+                walk.run(0, count, |off| job.run(off, par));
+            }
+        })
+    };
 
     if dst_idx == out_idx {
         dst
@@ -197,6 +233,36 @@ pub fn contract_pair<T: Scalar>(
         let perm: Vec<usize> = out_idx.iter().map(|&l| pos(&dst_idx, l)).collect();
         to_standard(dst.view().permuted_axes(perm))
     }
+}
+
+/// (length, stride) per axis of a group.
+type Dims = Vec<(usize, isize)>;
+
+/// Smallest m·n·k for which [`split_group`] prefers batch loops to a copy.
+const SPLIT_MIN_WORK: usize = 1 << 15;
+/// Smallest m and n for which [`split_group`] prefers batch loops to a copy: thinner
+/// products leave gemm's microkernel mostly idle (e3nn_fctp's 1024×5×32 products ×1000
+/// ran 1.4× slower than one copy and one 1024×5000×32 product).
+const SPLIT_MIN_SIDE: usize = 16;
+
+/// How many leading labels of `group` (M or N, in output order) to run as batch loops:
+/// 0 when the group merges in `v` and in the output already, else the fewest that leave
+/// a suffix merging in both, provided `big_enough(suffix)`; 0 (copy instead) otherwise.
+fn split_group<T>(
+    v: &ArrayViewD<T>,
+    idx: &[u32],
+    group: &[u32],
+    std_dims: &dyn Fn(&[u32]) -> Dims,
+    big_enough: impl Fn(&[u32]) -> bool,
+) -> usize {
+    let merges = |g: &[u32]| merge(&dims_of(v, idx, g)).is_some() && merge(&std_dims(g)).is_some();
+    if merges(group) {
+        return 0;
+    }
+    (1..group.len())
+        .find(|&s| merges(&group[s..]))
+        .filter(|&s| big_enough(&group[s..]))
+        .unwrap_or(0)
 }
 
 /// Whether many small products should be spread over threads.
@@ -208,15 +274,75 @@ fn threads_ok(count: usize, work: usize) -> bool {
         && count.saturating_mul(work) >= BATCH_PAR_WORK
 }
 
-/// `dst[i] = a[i] * b[i]` over every batch offset of `walk` (m = n = k = 1).
+/// Elements of output above which [`broadcast_product`] splits its rows over threads.
+const BROADCAST_PAR: usize = 1 << 16;
+
+/// `out[o] = a[o] * b[o]` where each operand is indexed by the output labels it has
+/// (contracted labels of length 1 are fixed at 0), written in one pass over the output in
+/// standard layout. Every output length is non-zero.
+fn broadcast_product<T: Scalar>(
+    a: &ArrayViewD<T>,
+    a_idx: &[u32],
+    b: &ArrayViewD<T>,
+    b_idx: &[u32],
+    out_idx: &[u32],
+    out_shape: &[usize],
+) -> ArrayD<T> {
+    let dst_strides = standard_strides(out_shape);
+    let stride_of = |v: &ArrayViewD<T>, idx: &[u32], l: u32| {
+        idx.iter()
+            .position(|&x| x == l)
+            .map_or(0, |p| v.strides()[p])
+    };
+    let walk = BatchWalk::new(
+        out_idx
+            .iter()
+            .enumerate()
+            .map(|(o, &l)| {
+                (
+                    out_shape[o],
+                    [
+                        stride_of(a, a_idx, l),
+                        stride_of(b, b_idx, l),
+                        dst_strides[o],
+                    ],
+                )
+            })
+            .collect(),
+    );
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    // SAFETY: the walk covers every output multi-index exactly once (all lengths > 0;
+    // folding and dropping length-1 axes keep the set of offsets); each offset addresses
+    // an element of a, of b (stride 0 for the labels it lacks, and its length-1 axes stay
+    // at index 0) and of the fresh output, so every output element is written once.
+    unsafe { alloc::uninit(out_shape, |d| product_rows(&walk, pa, pb, d)) }
+}
+
+/// Pointers shared by the threads of [`product_rows`].
+#[derive(Clone, Copy)]
+struct Ptrs<T> {
+    a: *const T,
+    b: *const T,
+    d: *mut T,
+}
+// SAFETY: only the description of arrays that outlive the parallel loop; threads read a
+// and b and write disjoint rows of d.
+unsafe impl<T: Send> Send for Ptrs<T> {}
+// SAFETY: as above.
+unsafe impl<T: Sync> Sync for Ptrs<T> {}
+
+/// `d[off2] = a[off0] * b[off1]` for every offset triple of `walk`, the innermost axis as
+/// a (vectorised where unit-strided or broadcast) row loop, rows split over threads when
+/// the output is large.
 ///
 /// # Safety
-/// As for [`Job::run`], for every offset of `walk`.
-unsafe fn hadamard<T: Scalar>(walk: &BatchWalk, job: &Job<T>) {
+/// Every offset of `walk` addresses an element of each array; distinct walk positions
+/// have distinct destination offsets; `d` does not alias `a` or `b`.
+unsafe fn product_rows<T: Scalar>(walk: &BatchWalk, a: *const T, b: *const T, d: *mut T) {
     let nd = walk.lens.len();
     if nd == 0 {
         // SAFETY: a single element at offset 0 of each array.
-        unsafe { *job.d = *job.a * *job.b };
+        unsafe { *d = *a * *b };
         return;
     }
     let (inner, st) = (walk.lens[nd - 1], walk.strides[nd - 1]);
@@ -224,32 +350,72 @@ unsafe fn hadamard<T: Scalar>(walk: &BatchWalk, job: &Job<T>) {
         lens: walk.lens[..nd - 1].to_vec(),
         strides: walk.strides[..nd - 1].to_vec(),
     };
-    outer.run(0, outer.count(), |off| {
+    let p = Ptrs { a, b, d };
+    let rows = outer.count();
+    let row = move |off: [isize; 3]| {
+        // Use `p` whole: capturing its raw-pointer fields one by one would not be `Sync`.
+        let p = p;
         let (a, b, d) = (
-            job.a.wrapping_offset(off[0]),
-            job.b.wrapping_offset(off[1]),
-            job.d.wrapping_offset(off[2]),
+            p.a.wrapping_offset(off[0]),
+            p.b.wrapping_offset(off[1]),
+            p.d.wrapping_offset(off[2]),
         );
-        if st == [1, 1, 1] {
-            // SAFETY: `inner` consecutive elements from each base lie inside the arrays
-            // (the walk's innermost axis has unit strides), and dst does not alias a or b.
-            let (a, b, d) = unsafe {
-                (
-                    std::slice::from_raw_parts(a, inner),
-                    std::slice::from_raw_parts(b, inner),
-                    std::slice::from_raw_parts_mut(d, inner),
-                )
-            };
-            for ((d, &x), &y) in d.iter_mut().zip(a).zip(b) {
-                *d = x * y;
-            }
-        } else {
-            for i in 0..inner as isize {
-                // SAFETY: i < inner along the walk's innermost axis of each array.
-                unsafe { *d.offset(i * st[2]) = *a.offset(i * st[0]) * *b.offset(i * st[1]) };
+        // SAFETY: `inner` steps along the innermost axis stay inside each array (the
+        // function's contract); slices are only formed for unit strides, and d never
+        // aliases a or b.
+        unsafe {
+            match st {
+                [1, 1, 1] => {
+                    let (x, y) = (
+                        std::slice::from_raw_parts(a, inner),
+                        std::slice::from_raw_parts(b, inner),
+                    );
+                    let d = std::slice::from_raw_parts_mut(d, inner);
+                    for ((d, &x), &y) in d.iter_mut().zip(x).zip(y) {
+                        *d = x * y;
+                    }
+                }
+                [1, 0, 1] => {
+                    let (x, y) = (std::slice::from_raw_parts(a, inner), *b);
+                    let d = std::slice::from_raw_parts_mut(d, inner);
+                    for (d, &x) in d.iter_mut().zip(x) {
+                        *d = x * y;
+                    }
+                }
+                [0, 1, 1] => {
+                    let (x, y) = (*a, std::slice::from_raw_parts(b, inner));
+                    let d = std::slice::from_raw_parts_mut(d, inner);
+                    for (d, &y) in d.iter_mut().zip(y) {
+                        *d = x * y;
+                    }
+                }
+                _ => {
+                    for i in 0..inner as isize {
+                        *d.offset(i * st[2]) = *a.offset(i * st[0]) * *b.offset(i * st[1]);
+                    }
+                }
             }
         }
-    });
+    };
+    let threads = rayon::current_num_threads();
+    if threads > 1 && rows >= 2 && rows * inner >= BROADCAST_PAR {
+        let chunks = (4 * threads).min(rows);
+        let per = rows.div_ceil(chunks);
+        (0..chunks).into_par_iter().for_each(|c| {
+            let start = c * per;
+            outer.run(start, per.min(rows.saturating_sub(start)), row);
+        });
+    } else {
+        outer.run(0, rows, row);
+    }
+}
+/// Row-major element strides of `shape`.
+fn standard_strides(shape: &[usize]) -> Vec<isize> {
+    let mut st = vec![1isize; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        st[d] = st[d + 1] * shape[d + 1] as isize;
+    }
+    st
 }
 
 fn pos(idx: &[u32], l: u32) -> usize {
@@ -458,41 +624,13 @@ impl<T: Scalar> Job<T> {
         };
         // SAFETY: forwarded from this function's contract.
         unsafe {
-            if self.k == 1 {
-                // An outer product: GEMM packing costs more than the products themselves.
-                outer_product(&call)
+            if self.m == 1 && self.n == 1 {
+                // A dot product: gemm's packing is pure overhead for one output element.
+                *call.dst = dot(call.lhs, call.lhs_cs, call.rhs, call.rhs_rs, call.k)
             } else if self.m * self.n * self.k <= SMALL_GEMM {
                 naive_gemm(&call)
             } else {
                 T::gemm(&call)
-            }
-        }
-    }
-}
-
-/// `dst[i, j] = lhs[i, 0] * rhs[0, j]`, row by row (vectorised when rows are contiguous).
-///
-/// # Safety
-/// The contract of [`Scalar::gemm`], with `k == 1`.
-unsafe fn outer_product<T: Scalar>(c: &GemmCall<T>) {
-    for i in 0..c.m as isize {
-        // SAFETY: row i of lhs and of dst lie within the m×1 and m×n shapes.
-        let (x, d) = unsafe { (*c.lhs.offset(i * c.lhs_rs), c.dst.offset(i * c.dst_rs)) };
-        if c.dst_cs == 1 && c.rhs_cs == 1 {
-            // SAFETY: n consecutive elements of the destination row and of rhs's only row.
-            let (d, r) = unsafe {
-                (
-                    std::slice::from_raw_parts_mut(d, c.n),
-                    std::slice::from_raw_parts(c.rhs, c.n),
-                )
-            };
-            for (d, &y) in d.iter_mut().zip(r) {
-                *d = x * y;
-            }
-        } else {
-            for j in 0..c.n as isize {
-                // SAFETY: (i, j) within the m×n destination, (0, j) within rhs.
-                unsafe { *d.offset(j * c.dst_cs) = x * *c.rhs.offset(j * c.rhs_cs) };
             }
         }
     }
@@ -505,19 +643,64 @@ unsafe fn outer_product<T: Scalar>(c: &GemmCall<T>) {
 unsafe fn naive_gemm<T: Scalar>(c: &GemmCall<T>) {
     for i in 0..c.m as isize {
         for j in 0..c.n as isize {
-            let mut acc = T::zero();
-            for p in 0..c.k as isize {
-                // SAFETY: (i, p) and (p, j) are within the m×k and k×n shapes the
-                // caller vouched for.
-                unsafe {
-                    acc += *c.lhs.offset(i * c.lhs_rs + p * c.lhs_cs)
-                        * *c.rhs.offset(p * c.rhs_rs + j * c.rhs_cs);
-                }
-            }
-            // SAFETY: (i, j) is within the m×n destination.
-            unsafe { *c.dst.offset(i * c.dst_rs + j * c.dst_cs) = acc };
+            // SAFETY: row i of lhs, column j of rhs and (i, j) of dst lie within the
+            // m×k, k×n and m×n shapes the caller vouched for.
+            unsafe {
+                *c.dst.offset(i * c.dst_rs + j * c.dst_cs) = dot(
+                    c.lhs.offset(i * c.lhs_rs),
+                    c.lhs_cs,
+                    c.rhs.offset(j * c.rhs_cs),
+                    c.rhs_rs,
+                    c.k,
+                )
+            };
         }
     }
+}
+
+/// Independent accumulators of [`dot`]: a single running sum is bound by the latency of
+/// one add per element; several let the loop vectorise.
+const DOT_LANES: usize = 8;
+
+/// `Σ_p x[p·sx] · y[p·sy]` for `p < k`.
+///
+/// # Safety
+/// The `k` elements addressed from each base pointer are readable.
+unsafe fn dot<T: Scalar>(x: *const T, sx: isize, y: *const T, sy: isize, k: usize) -> T {
+    let mut lanes = [T::zero(); DOT_LANES];
+    let mut acc = T::zero();
+    if sx == 1 && sy == 1 {
+        // SAFETY: k consecutive elements from each base (the caller's contract).
+        let (x, y) = unsafe {
+            (
+                std::slice::from_raw_parts(x, k),
+                std::slice::from_raw_parts(y, k),
+            )
+        };
+        let (xc, yc) = (x.chunks_exact(DOT_LANES), y.chunks_exact(DOT_LANES));
+        for (&u, &v) in xc.remainder().iter().zip(yc.remainder()) {
+            acc += u * v;
+        }
+        for (u, v) in xc.zip(yc) {
+            for l in 0..DOT_LANES {
+                lanes[l] += u[l] * v[l];
+            }
+        }
+    } else {
+        let full = k - k % DOT_LANES;
+        for p0 in (0..full).step_by(DOT_LANES) {
+            for (l, lane) in lanes.iter_mut().enumerate() {
+                let p = (p0 + l) as isize;
+                // SAFETY: p < k.
+                unsafe { *lane += *x.offset(p * sx) * *y.offset(p * sy) };
+            }
+        }
+        for p in full as isize..k as isize {
+            // SAFETY: p < k.
+            unsafe { acc += *x.offset(p * sx) * *y.offset(p * sy) };
+        }
+    }
+    lanes.iter().fold(acc, |s, &l| s + l)
 }
 
 #[cfg(test)]
@@ -526,7 +709,7 @@ mod tests {
     use crate::kernels::test_util::{assert_close, embedded_view, random_storage, to_c64, Rng};
     use crate::reference::reference_einsum;
     use ndarray::{Array2, Array3, Axis, Ix2};
-    use num_complex::Complex64;
+    use num_complex::{Complex32, Complex64};
     use std::collections::BTreeMap;
 
     fn shuffled(mut v: Vec<u32>, rng: &mut Rng) -> Vec<u32> {
@@ -539,12 +722,31 @@ mod tests {
     /// A random label configuration: each label gets a role (batch,
     /// contracted, M, N, summed from a, summed from b) and a size.
     fn check_random<T: Scalar>(rng: &mut Rng, max_labels: usize, size_pool: &[usize], tol: f64) {
+        check_roles::<T>(rng, max_labels, size_pool, &[0, 1, 2, 3, 4, 5], false, tol)
+    }
+
+    /// Like `check_random`, with each label's role drawn from `roles`; `plain` operands
+    /// are standard-layout arrays instead of strided views.
+    fn check_roles<T: Scalar>(
+        rng: &mut Rng,
+        max_labels: usize,
+        size_pool: &[usize],
+        roles: &[usize],
+        plain: bool,
+        tol: f64,
+    ) {
         let nlab = rng.below(max_labels + 1) as u32;
         let (mut ai, mut bi, mut oi) = (vec![], vec![], vec![]);
         let mut sizes = BTreeMap::new();
         for l in 0..nlab {
-            sizes.insert(l, size_pool[rng.below(size_pool.len())]);
-            let role = rng.below(6);
+            let role = roles[rng.below(roles.len())];
+            // A contracted label of length 1 keeps the product free of sums.
+            let size = if role == 1 && !roles.contains(&4) {
+                1
+            } else {
+                size_pool[rng.below(size_pool.len())]
+            };
+            sizes.insert(l, size);
             if matches!(role, 0 | 1 | 2 | 4) {
                 ai.push(l);
             }
@@ -559,7 +761,16 @@ mod tests {
         let shape = |idx: &[u32]| idx.iter().map(|l| sizes[l]).collect::<Vec<_>>();
         let (sa, ea) = random_storage::<T>(&shape(&ai), rng);
         let (sb, eb) = random_storage::<T>(&shape(&bi), rng);
-        let (a, b) = (embedded_view(&sa, &ea), embedded_view(&sb, &eb));
+        let owned: (ArrayD<T>, ArrayD<T>);
+        let (a, b) = if plain {
+            let mut fill = |idx: &[u32]| {
+                ArrayD::from_shape_simple_fn(IxDyn(&shape(idx)), || rng.scalar::<T>())
+            };
+            owned = (fill(&ai), fill(&bi));
+            (owned.0.view(), owned.1.view())
+        } else {
+            (embedded_view(&sa, &ea), embedded_view(&sb, &eb))
+        };
         let got = contract_pair(a.view(), &ai, b.view(), &bi, &oi);
         let (ca, cb) = (to_c64(&a), to_c64(&b));
         let want = reference_einsum(
@@ -578,6 +789,102 @@ mod tests {
             check_random::<f64>(&mut rng, 6, &pool, 1e-12);
             check_random::<Complex64>(&mut rng, 6, &pool, 1e-12);
             check_random::<f32>(&mut rng, 6, &pool, 1e-5);
+        }
+    }
+
+    #[test]
+    fn random_products_without_sums() {
+        // Batch, M and N labels only (plus contracted labels of length 1): the one-pass
+        // broadcast product, with lengths that reach its vectorised rows and, with more
+        // than one thread, its parallel split.
+        let mut rng = Rng(21);
+        let pool = [0, 1, 1, 2, 5, 16, 33, 64];
+        for i in 0..300 {
+            let plain = i % 2 == 0;
+            check_roles::<f32>(&mut rng, 4, &pool, &[0, 1, 2, 3], plain, 1e-5);
+            check_roles::<f64>(&mut rng, 4, &pool, &[0, 1, 2, 3], plain, 1e-12);
+            check_roles::<Complex64>(&mut rng, 4, &pool, &[0, 2, 3], plain, 1e-12);
+            check_roles::<Complex32>(&mut rng, 4, &pool, &[0, 2, 3], plain, 1e-5);
+        }
+    }
+
+    #[test]
+    fn random_dot_products() {
+        // Batch and contracted labels only: m = n = 1, the lane-split dot product, over
+        // short and long sums, strided and contiguous.
+        let mut rng = Rng(23);
+        let pool = [0, 1, 3, 8, 17, 40];
+        for i in 0..200 {
+            let plain = i % 2 == 0;
+            check_roles::<f32>(&mut rng, 3, &pool, &[0, 1], plain, 1e-5);
+            check_roles::<f64>(&mut rng, 3, &pool, &[0, 1], plain, 1e-12);
+            check_roles::<Complex64>(&mut rng, 3, &pool, &[0, 1], plain, 1e-12);
+        }
+    }
+
+    /// `a[ai] * b[bi] -> out[oi]` with the given label sizes, on random strided views
+    /// (or standard arrays when `plain`), against the oracle.
+    fn check_case<T: Scalar>(
+        rng: &mut Rng,
+        ai: &[u32],
+        bi: &[u32],
+        oi: &[u32],
+        sizes: &BTreeMap<u32, usize>,
+        plain: bool,
+        tol: f64,
+    ) {
+        let shape = |idx: &[u32]| idx.iter().map(|l| sizes[l]).collect::<Vec<_>>();
+        let (sa, ea) = random_storage::<T>(&shape(ai), rng);
+        let (sb, eb) = random_storage::<T>(&shape(bi), rng);
+        let owned: (ArrayD<T>, ArrayD<T>);
+        let (a, b) = if plain {
+            owned = (
+                embedded_view(&sa, &ea).as_standard_layout().into_owned(),
+                embedded_view(&sb, &eb).as_standard_layout().into_owned(),
+            );
+            (owned.0.view(), owned.1.view())
+        } else {
+            (embedded_view(&sa, &ea), embedded_view(&sb, &eb))
+        };
+        let got = contract_pair(a.view(), ai, b.view(), bi, oi);
+        // The oracle sums over every label of `sizes`: keep only the operands' labels.
+        let sizes: BTreeMap<u32, usize> = sizes
+            .iter()
+            .filter(|(l, _)| ai.contains(l) || bi.contains(l))
+            .map(|(&l, &n)| (l, n))
+            .collect();
+        let want = reference_einsum(
+            &[
+                (to_c64(&a).view(), ai.to_vec()),
+                (to_c64(&b).view(), bi.to_vec()),
+            ],
+            oi,
+            &sizes,
+        );
+        assert_close(&got, &want, tol);
+    }
+
+    #[test]
+    fn unmergeable_groups_become_batch_loops() {
+        // M or N labels that do not merge in the output (or operand) run as batch loops
+        // over a GEMM big enough for it (m·n·k >= SPLIT_MIN_WORK), instead of copies.
+        let sizes: BTreeMap<u32, usize> = [(0, 9), (1, 30), (2, 33), (3, 40), (4, 3)]
+            .into_iter()
+            .collect();
+        let cases: [(&[u32], &[u32], &[u32]); 5] = [
+            (&[0, 3, 2], &[1, 3], &[0, 1, 2]), // id k, jd -> ijk: M = (i, k) split
+            (&[0, 3], &[1, 3, 2], &[1, 0, 2]), // N = (j, k) split by i in between
+            (&[4, 0, 3, 2], &[4, 1, 3], &[4, 0, 1, 2]), // with a true batch label
+            (&[2, 3, 0], &[3, 1], &[0, 1, 2]), // M reversed relative to the output
+            (&[0, 3, 2], &[3, 1], &[2, 1, 0]), // output transposed
+        ];
+        let mut rng = Rng(29);
+        for (ai, bi, oi) in cases {
+            for plain in [true, false] {
+                check_case::<f32>(&mut rng, ai, bi, oi, &sizes, plain, 1e-4);
+                check_case::<f64>(&mut rng, ai, bi, oi, &sizes, plain, 1e-12);
+                check_case::<Complex64>(&mut rng, ai, bi, oi, &sizes, plain, 1e-12);
+            }
         }
     }
 

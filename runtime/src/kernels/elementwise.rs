@@ -1,7 +1,7 @@
 //! Elementwise maps and labelled reductions of the `.ein` language.
 
 use super::unary::{align_to, assert_distinct, diagonal_view, reduce_labels};
-use super::Scalar;
+use super::{alloc, Scalar};
 use ndarray::{ArrayD, ArrayViewD, IxDyn, Zip};
 
 /// An elementwise operation. `Add`..`Min` are binary, the rest unary.
@@ -73,7 +73,7 @@ pub fn map_unary<T: Scalar>(op: MapOp, a: ArrayViewD<T>) -> ArrayD<T> {
 }
 
 fn map_with<T: Scalar>(a: ArrayViewD<T>, f: impl Fn(T) -> T) -> ArrayD<T> {
-    let mut out = ArrayD::from_elem(a.raw_dim(), T::zero());
+    let mut out = alloc::zeros::<T>(a.shape());
     Zip::from(&mut out).and(&a).for_each(|o, &x| *o = f(x));
     out
 }
@@ -126,7 +126,7 @@ pub fn map_binary<T: Scalar>(
     let bv = align_to(b, b_idx, out_idx);
     let av = av.broadcast(shape.clone()).expect("lengths checked above");
     let bv = bv.broadcast(shape.clone()).expect("lengths checked above");
-    let mut out = ArrayD::from_elem(shape, T::zero());
+    let mut out = alloc::zeros::<T>(&out_shape);
     let mut zip = |f: fn(T, T) -> T| {
         Zip::from(&mut out)
             .and(&av)

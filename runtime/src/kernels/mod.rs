@@ -9,7 +9,10 @@
 //! * [`contract`]: pairwise contraction through batched GEMM.
 //! * [`unary`]: one-operand einsum (permutation, diagonal, trace, partial sums).
 //! * [`elementwise`]: the `.ein` language's maps and reductions.
+//! * `alloc`: output buffers (huge pages for large ones: first-touch faults dominate
+//!   memory-bound kernels otherwise).
 
+mod alloc;
 pub mod contract;
 pub mod elementwise;
 pub mod permute;

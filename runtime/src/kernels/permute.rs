@@ -6,17 +6,25 @@
 //! otherwise the output's last axis and the source's most contiguous axis are transposed
 //! in cache-sized tiles.
 
-use super::Scalar;
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use super::{alloc, Scalar};
+use ndarray::{ArrayD, ArrayViewD};
 
 const TILE: usize = 32;
 
 /// `v` copied into a new standard-layout array of the same shape.
 pub fn to_standard<T: Scalar>(v: ArrayViewD<T>) -> ArrayD<T> {
-    if v.is_standard_layout() || v.len() < 64 {
+    if v.len() < 64 {
         return v.as_standard_layout().into_owned();
     }
     let shape = v.shape().to_vec();
+    if let Some(s) = v.as_slice() {
+        // SAFETY: the closure copies all `s.len()` elements into the fresh buffer.
+        return unsafe {
+            alloc::uninit(&shape, |d| {
+                std::ptr::copy_nonoverlapping(s.as_ptr(), d, s.len())
+            })
+        };
+    }
     // Merge output-adjacent axes that are also adjacent in memory; drop length-1 axes.
     let mut dims: Vec<(usize, isize)> = Vec::new();
     for (&n, &s) in shape.iter().zip(v.strides()) {
@@ -31,16 +39,13 @@ pub fn to_standard<T: Scalar>(v: ArrayViewD<T>) -> ArrayD<T> {
             _ => dims.push((n, s)),
         }
     }
-    let total = v.len();
-    let mut out: Vec<T> = Vec::with_capacity(total);
     let src = v.as_ptr();
-    let dst = out.as_mut_ptr();
     let r = dims.len();
     // SAFETY (all unsafe blocks below): every source offset is Σ i_a·stride_a with
     // 0 ≤ i_a < n_a, an element of `v`; every destination offset is the row-major index
-    // of the same element, < total = capacity of `out`; each destination element is
-    // written exactly once before `set_len`.
-    unsafe {
+    // of the same element, < the buffer's length; each destination element is written
+    // exactly once, as `alloc::uninit` requires.
+    let fill = |dst: *mut T| unsafe {
         if r == 0 {
             *dst = *src;
         } else if dims[r - 1].1 == 1 {
@@ -108,10 +113,9 @@ pub fn to_standard<T: Scalar>(v: ArrayViewD<T>) -> ArrayD<T> {
                 }
             }
         }
-        out.set_len(total);
-    }
-    ArrayD::from_shape_vec(IxDyn(&shape), out)
-        .unwrap_or_else(|_| unreachable!("length equals the shape's product"))
+    };
+    // SAFETY: `fill` writes every element (see above).
+    unsafe { alloc::uninit(&shape, fill) }
 }
 
 /// Odometer step over `dims`; false when it wraps around.
@@ -129,7 +133,7 @@ fn advance(idx: &mut [usize], dims: &[(usize, isize)]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{Array, Axis, Slice};
+    use ndarray::{Array, Axis, IxDyn, Slice};
 
     #[test]
     fn matches_ndarray_on_permuted_sliced_views() {

@@ -1,7 +1,7 @@
 //! One-operand einsum: permutations, diagonals, traces and partial sums, plus
 //! broadcasting and scaling.
 
-use super::Scalar;
+use super::{alloc, Scalar};
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, ShapeBuilder};
 
 /// One-operand einsum `a[a_idx] -> out[out_idx]`.
@@ -160,10 +160,17 @@ pub(crate) fn diagonal_view<'a, T>(
     (v, labels)
 }
 
+/// Accumulator lanes of a reduced contiguous row in [`reduce_labels`].
+const REDUCE_LANES: usize = 16;
+
 /// Folds every axis of `d` (distinct `labels`) whose label is not in
 /// `out_idx` into an output of `out_idx` order, starting from `init` and
 /// combining with `f(acc, x)`. Standard-layout result; where the reduced set is
 /// empty the result keeps `init`.
+///
+/// `f` must be associative and commutative with identity `init` (a sum from 0, a
+/// max from -inf, a min from +inf): elements are folded in an unspecified order and
+/// partial folds are combined with `f` itself.
 pub(crate) fn reduce_labels<T: Scalar, F: Fn(&mut T, T)>(
     d: ArrayViewD<T>,
     labels: &[u32],
@@ -186,7 +193,7 @@ pub(crate) fn reduce_labels<T: Scalar, F: Fn(&mut T, T)>(
         return to_standard(d.permuted_axes(pos));
     }
     let out_shape: Vec<usize> = pos.iter().map(|&p| d.len_of(Axis(p))).collect();
-    let mut out = ArrayD::from_elem(IxDyn(&out_shape), init);
+    let mut out = alloc::filled(&out_shape, init);
     if out.is_empty() || d.is_empty() {
         return out;
     }
@@ -240,8 +247,22 @@ pub(crate) fn reduce_labels<T: Scalar, F: Fn(&mut T, T)>(
                 // Reduced inner axis: fold a row into one accumulator.
                 let acc = &mut *o;
                 if isd == 1 {
-                    for &x in std::slice::from_raw_parts(s, inner) {
+                    // Independent lanes: one running accumulator is bound by the latency
+                    // of `f` per element; lanes vectorise. `f` is associative and
+                    // commutative with identity `init`, so lanes fold into `acc` after.
+                    let row = std::slice::from_raw_parts(s, inner);
+                    let chunks = row.chunks_exact(REDUCE_LANES);
+                    for &x in chunks.remainder() {
                         f(acc, x);
+                    }
+                    let mut lanes = [init; REDUCE_LANES];
+                    for c in chunks {
+                        for (l, &x) in lanes.iter_mut().zip(c) {
+                            f(l, x);
+                        }
+                    }
+                    for l in lanes {
+                        f(acc, l);
                     }
                 } else {
                     for j in 0..inner as isize {
@@ -321,6 +342,51 @@ mod tests {
             check_unary::<f64>(&mut rng, 1e-12);
             check_unary::<Complex64>(&mut rng, 1e-12);
             check_unary::<f32>(&mut rng, 1e-5);
+        }
+    }
+
+    #[test]
+    fn long_reduced_rows_in_lanes() {
+        // Reduced contiguous rows longer than REDUCE_LANES (with a remainder), also
+        // through a permuted and a stepped view, against the oracle; and max/min with
+        // NaN and infinities in any lane.
+        let mut rng = Rng(17);
+        for &(n, m) in &[
+            (3usize, 37usize),
+            (1, 16),
+            (5, 15),
+            (2, 100),
+            (0, 20),
+            (4, 0),
+        ] {
+            let a = ArrayD::from_shape_simple_fn(IxDyn(&[n, m]), || rng.scalar::<f64>());
+            let c = ArrayD::from_shape_simple_fn(IxDyn(&[n, m]), || rng.scalar::<Complex64>());
+            let sizes: BTreeMap<u32, usize> = [(0, n), (1, m)].into_iter().collect();
+            for (idx, out) in [(&[0u32, 1][..], &[0u32][..]), (&[0, 1], &[])] {
+                let want =
+                    reference_einsum(&[(to_c64(&a.view()).view(), idx.to_vec())], out, &sizes);
+                assert_close(&unary(a.view(), idx, out), &want, 1e-12);
+                let want =
+                    reference_einsum(&[(to_c64(&c.view()).view(), idx.to_vec())], out, &sizes);
+                assert_close(&unary(c.view(), idx, out), &want, 1e-12);
+            }
+            let stepped = a.slice(s![.., ..;2]).into_dyn();
+            let sizes2: BTreeMap<u32, usize> = [(0, n), (1, m.div_ceil(2))].into_iter().collect();
+            let want = reference_einsum(&[(to_c64(&stepped).view(), vec![0, 1])], &[0], &sizes2);
+            assert_close(&unary(stepped.view(), &[0, 1], &[0]), &want, 1e-12);
+        }
+        for pos in [0usize, 5, 16, 33, 36] {
+            let mut v = vec![1.0f64; 37];
+            v[pos] = f64::NAN;
+            let x = ArrayD::from_shape_vec(IxDyn(&[37]), v.clone()).unwrap();
+            let mx = crate::kernels::reduce(crate::kernels::ReduceOp::Max, x.view(), &[0], &[]);
+            assert!(mx[IxDyn(&[])].is_nan(), "NaN at {pos}");
+            v[pos] = 7.0;
+            let x = ArrayD::from_shape_vec(IxDyn(&[37]), v).unwrap();
+            let mx = crate::kernels::reduce(crate::kernels::ReduceOp::Max, x.view(), &[0], &[]);
+            assert_eq!(mx[IxDyn(&[])], 7.0);
+            let mn = crate::kernels::reduce(crate::kernels::ReduceOp::Min, x.view(), &[0], &[]);
+            assert_eq!(mn[IxDyn(&[])], 1.0);
         }
     }
 
