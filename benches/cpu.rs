@@ -121,7 +121,9 @@ fn dtype(case: &Value) -> DType {
     }
 }
 
-fn gemm_baseline(m: usize, k: usize, n: usize, threads: usize, dt: DType) -> f64 {
+/// The gemm crate alone on `batch` distinct m×k · k×n products (distinct, so that a
+/// batched case pays for reading every batch as einc does).
+fn gemm_baseline(m: usize, k: usize, n: usize, batch: usize, threads: usize, dt: DType) -> f64 {
     let par = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
@@ -129,33 +131,38 @@ fn gemm_baseline(m: usize, k: usize, n: usize, threads: usize, dt: DType) -> f64
     };
     macro_rules! go {
         ($t:ty) => {{
-            let a: Vec<$t> = values(m * k, 1).iter().map(|&x| x as $t).collect();
-            let b: Vec<$t> = values(k * n, 2).iter().map(|&x| x as $t).collect();
-            let mut c: Vec<$t> = vec![0.0; m * n];
+            let a: Vec<$t> = values(batch * m * k, 1).iter().map(|&x| x as $t).collect();
+            let b: Vec<$t> = values(batch * k * n, 2).iter().map(|&x| x as $t).collect();
+            let mut c: Vec<$t> = vec![0.0; batch * m * n];
             time_ms(
-                || unsafe {
-                    // SAFETY: row-major m×k, k×n and m×n buffers of exactly those sizes.
-                    gemm::gemm(
-                        m,
-                        n,
-                        k,
-                        c.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        false,
-                        a.as_ptr(),
-                        1,
-                        k as isize,
-                        b.as_ptr(),
-                        1,
-                        n as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        par,
-                    )
+                || {
+                    for t in 0..batch {
+                        // SAFETY: `batch` row-major m×k, k×n and m×n matrices, back to back
+                        // in buffers of exactly those sizes.
+                        unsafe {
+                            gemm::gemm(
+                                m,
+                                n,
+                                k,
+                                c.as_mut_ptr().add(t * m * n),
+                                1,
+                                n as isize,
+                                false,
+                                a.as_ptr().add(t * m * k),
+                                1,
+                                k as isize,
+                                b.as_ptr().add(t * k * n),
+                                1,
+                                n as isize,
+                                0.0,
+                                1.0,
+                                false,
+                                false,
+                                false,
+                                par,
+                            )
+                        }
+                    }
                 },
                 5,
                 Duration::from_millis(500),
@@ -297,7 +304,7 @@ fn main() {
                 _ => None,
             };
             if let Some((m, k, n, batch)) = gemm_shape {
-                let g = gemm_baseline(m, k, n, threads, dt) * batch as f64;
+                let g = gemm_baseline(m, k, n, batch, threads, dt);
                 row["gemm_crate_ms"] = json!(g);
             }
             println!("{row}");
