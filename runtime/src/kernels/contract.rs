@@ -105,6 +105,9 @@ pub fn contract_pair<T: Scalar>(
         // Nothing to write, or every entry is an empty sum.
         return alloc::zeros(&out_shape);
     }
+    if out_shape.iter().product::<usize>() * k <= TINY_WORK {
+        return tiny_product(&a, a_idx, &b, b_idx, out_idx, &out_shape, &k_l);
+    }
     if k == 1 {
         // Nothing to sum (Hadamard, outer and mixed products): one pass over the output in
         // its final layout beats a GEMM formulation, which would need k = 1 packing and,
@@ -233,6 +236,64 @@ pub fn contract_pair<T: Scalar>(
         let perm: Vec<usize> = out_idx.iter().map(|&l| pos(&dst_idx, l)).collect();
         to_standard(dst.view().permuted_axes(perm))
     }
+}
+
+/// Up to this many multiply-adds a contraction is a plain loop: setting up GEMM groups,
+/// batch walks and buffers costs microseconds, which is most of a 2×2 product's time.
+const TINY_WORK: usize = 64;
+
+/// `out[o] = Σ_k a[o, k] · b[o, k]` by plain loops over the output (row-major) and the
+/// summed labels `k_l`; every label of a and b is in `out_idx` or `k_l`.
+fn tiny_product<T: Scalar>(
+    a: &ArrayViewD<T>,
+    a_idx: &[u32],
+    b: &ArrayViewD<T>,
+    b_idx: &[u32],
+    out_idx: &[u32],
+    out_shape: &[usize],
+    k_l: &[u32],
+) -> ArrayD<T> {
+    let stride = |v: &ArrayViewD<T>, idx: &[u32], l: u32| {
+        idx.iter()
+            .position(|&x| x == l)
+            .map_or(0, |p| v.strides()[p])
+    };
+    let len = |l: u32| match a_idx.iter().position(|&x| x == l) {
+        Some(p) => a.shape()[p],
+        None => b.shape()[pos(b_idx, l)],
+    };
+    // (length, stride in a, stride in b) of every output axis, then every summed one.
+    let axes = |ls: &[u32]| -> Vec<(usize, isize, isize)> {
+        ls.iter()
+            .map(|&l| (len(l), stride(a, a_idx, l), stride(b, b_idx, l)))
+            .collect()
+    };
+    let (outer, inner) = (axes(out_idx), axes(k_l));
+    let n_out: usize = out_shape.iter().product();
+    let n_in: usize = inner.iter().map(|d| d.0).product();
+    let offsets = |mut flat: usize, dims: &[(usize, isize, isize)]| -> (isize, isize) {
+        let (mut oa, mut ob) = (0isize, 0isize);
+        for &(n, sa, sb) in dims.iter().rev() {
+            let i = (flat % n) as isize;
+            flat /= n;
+            oa += i * sa;
+            ob += i * sb;
+        }
+        (oa, ob)
+    };
+    let mut out = Vec::with_capacity(n_out);
+    for o in 0..n_out {
+        let (oa, ob) = offsets(o, &outer);
+        let mut acc = T::zero();
+        for k in 0..n_in {
+            let (ka, kb) = offsets(k, &inner);
+            // SAFETY: the offsets are Σ index·stride over in-range indices of each view's
+            // own axes (stride 0 for labels it lacks), so they address elements of a and b.
+            acc += unsafe { *a.as_ptr().offset(oa + ka) * *b.as_ptr().offset(ob + kb) };
+        }
+        out.push(acc);
+    }
+    ArrayD::from_shape_vec(IxDyn(out_shape), out).expect("n_out elements")
 }
 
 /// (length, stride) per axis of a group.
