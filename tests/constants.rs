@@ -4,10 +4,9 @@
 
 use einc::{CompileConfig, DType, ExecOptions, TensorData, TensorView};
 use einc_runtime::reference::reference_einsum_f64;
-use ndarray::ArrayD;
 
 mod common;
-use common::{random_net, values, Rng};
+use common::{arrays, assert_close, labelled, random_net, Rng};
 
 #[test]
 fn any_subset_of_constants_gives_the_reference_result() {
@@ -18,16 +17,8 @@ fn any_subset_of_constants_gives_the_reference_result() {
         let labels = 2 + rng.below(6) as u32;
         let net = random_net(&mut rng, n, labels);
         let shapes = net.shapes();
-        let arrays: Vec<ArrayD<f64>> = shapes
-            .iter()
-            .enumerate()
-            .map(|(k, s)| values(s, k))
-            .collect();
-        let ops: Vec<_> = arrays
-            .iter()
-            .zip(&net.labels)
-            .map(|(a, l)| (a.view(), l.clone()))
-            .collect();
+        let arrays = arrays(&shapes);
+        let ops = labelled(&arrays, &net.labels);
         let want = reference_einsum_f64(&ops, &net.out, &net.sizes);
         let constant: Vec<usize> = (0..n).filter(|_| rng.below(2) == 0).collect();
         let consts: Vec<(usize, TensorView<'_>)> = constant
@@ -52,10 +43,7 @@ fn any_subset_of_constants_gives_the_reference_result() {
                 TensorData::F64(a) => a,
                 other => panic!("f64 expected, got {:?}", other.dtype()),
             };
-            assert_eq!(got.shape(), want.shape(), "{}", net.eq);
-            for (g, w) in got.iter().zip(want.iter()) {
-                assert!((g - w).abs() <= 1e-9 * w.abs().max(1.0), "{}", net.eq);
-            }
+            assert_close(&got, &want, &net.eq);
         }
         let (_, stats) = expr
             .clone()

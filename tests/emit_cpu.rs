@@ -43,26 +43,7 @@ fn emitted_cpu_source_compiles_and_matches_the_oracle() {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let (got, oracle_inputs) = run_emitted(&tmp, &name, &code, plan);
-        let want: Vec<f64> = einc_runtime::oracle::evaluate(&compiled.ir, &oracle_inputs)
-            .iter()
-            .flat_map(|a| a.iter().map(|z| z.re).collect::<Vec<_>>())
-            .collect();
-        assert_eq!(got.len(), want.len(), "{name}: output sizes");
-        let tol = if p.tensors.iter().any(|(_, t)| t.dtype == DType::F32) {
-            1e-4
-        } else {
-            1e-10
-        };
-        let scale = want
-            .iter()
-            .filter(|x| x.is_finite())
-            .fold(1.0f64, |m, x| m.max(x.abs()));
-        for (g, w) in got.iter().zip(&want) {
-            assert!(
-                g == w || (g - w).abs() <= tol * scale || (g.is_nan() && w.is_nan()),
-                "{name}: {g} vs oracle {w}"
-            );
-        }
+        check_against_oracle(&name, &got, &compiled, &oracle_inputs);
         checked.push(name);
     }
     let _ = std::fs::remove_dir_all(&tmp);
@@ -235,27 +216,7 @@ fn emitted_gemm_source_builds_with_the_gemm_crate_and_matches_the_oracle() {
     );
     for (name, compiled, inputs) in &cases {
         let got = run_printed(&root.join("target/debug").join(name), name);
-        let want: Vec<f64> = einc_runtime::oracle::evaluate(&compiled.ir, inputs)
-            .iter()
-            .flat_map(|a| a.iter().map(|z| z.re).collect::<Vec<_>>())
-            .collect();
-        assert_eq!(got.len(), want.len(), "{name}: output sizes");
-        let p = &compiled.plan.program;
-        let tol = if p.tensors.iter().any(|(_, t)| t.dtype == DType::F32) {
-            1e-4
-        } else {
-            1e-10
-        };
-        let scale = want
-            .iter()
-            .filter(|x| x.is_finite())
-            .fold(1.0f64, |m, x| m.max(x.abs()));
-        for (g, w) in got.iter().zip(&want) {
-            assert!(
-                g == w || (g - w).abs() <= tol * scale || (g.is_nan() && w.is_nan()),
-                "{name}: {g} vs oracle {w}"
-            );
-        }
+        check_against_oracle(name, &got, compiled, inputs);
     }
     println!("--gemm: {} programs, {gemm_calls} gemm calls", cases.len());
 }
@@ -304,4 +265,35 @@ fn emitted_semiring_source_matches_the_executor() {
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// The printed outputs of an emitted program against the IR oracle on the same inputs:
+/// within 1e-4 (f32 programs) or 1e-10 of the largest finite value; NaN matches NaN.
+fn check_against_oracle(
+    name: &str,
+    got: &[f64],
+    compiled: &einc_compiler::Compiled,
+    inputs: &[TensorData],
+) {
+    let want: Vec<f64> = einc_runtime::oracle::evaluate(&compiled.ir, inputs)
+        .iter()
+        .flat_map(|a| a.iter().map(|z| z.re).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(got.len(), want.len(), "{name}: output sizes");
+    let p = &compiled.plan.program;
+    let tol = if p.tensors.iter().any(|(_, t)| t.dtype == DType::F32) {
+        1e-4
+    } else {
+        1e-10
+    };
+    let scale = want
+        .iter()
+        .filter(|x| x.is_finite())
+        .fold(1.0f64, |m, x| m.max(x.abs()));
+    for (g, w) in got.iter().zip(&want) {
+        assert!(
+            g == w || (g - w).abs() <= tol * scale || (g.is_nan() && w.is_nan()),
+            "{name}: {g} vs oracle {w}"
+        );
+    }
 }

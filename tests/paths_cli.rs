@@ -6,33 +6,22 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use einc::{CompileConfig, DType, Optimizer, TensorData};
+use einc::{CompileConfig, DType, Optimizer};
 use einc_compiler::order::{self, Limits};
 use einc_compiler::plan::PlanConfig;
-use einc_runtime::reference::reference_einsum;
+use einc_runtime::reference::reference_einsum_f64;
 use ndarray::ArrayD;
-use num_complex::Complex64;
 
 mod common;
-use common::{random_net, values, Net, Rng};
+use common::{arrays, labelled, random_net, run_and_check, Net, Rng};
 
-fn reference(net: &Net, arrays: &[ArrayD<f64>]) -> ArrayD<Complex64> {
-    let ops: Vec<_> = arrays
-        .iter()
-        .zip(&net.labels)
-        .map(|(a, l)| (a.mapv(|x| Complex64::new(x, 0.0)), l.clone()))
-        .collect();
-    let views: Vec<_> = ops.iter().map(|(a, l)| (a.view(), l.clone())).collect();
-    reference_einsum(&views, &net.out, &net.sizes)
+fn reference(net: &Net, arrays: &[ArrayD<f64>]) -> ArrayD<f64> {
+    reference_einsum_f64(&labelled(arrays, &net.labels), &net.out, &net.sizes)
 }
 
 fn check_optimizers(net: &Net, trials: usize) {
     let shapes = net.shapes();
-    let arrays: Vec<ArrayD<f64>> = shapes
-        .iter()
-        .enumerate()
-        .map(|(k, s)| values(s, k))
-        .collect();
+    let arrays = arrays(&shapes);
     let want = reference(net, &arrays);
     for optimizer in [
         Optimizer::Greedy,
@@ -55,18 +44,7 @@ fn check_optimizers(net: &Net, trials: usize) {
         let dtypes = vec![DType::F64; shapes.len()];
         let expr = einc::compile_with_config(&net.eq, &shapes, &dtypes, &cfg)
             .unwrap_or_else(|e| panic!("{} {optimizer}: {}", net.eq, e.render()));
-        let got = expr
-            .run_dyn(arrays.iter().cloned().map(TensorData::F64).collect())
-            .unwrap_or_else(|e| panic!("{} {optimizer}: {}", net.eq, e.render()))
-            .as_c128();
-        assert_eq!(got.shape(), want.shape(), "{} {optimizer}", net.eq);
-        for (g, w) in got.iter().zip(want.iter()) {
-            assert!(
-                (g - w).norm() <= 1e-9 * w.norm().max(1.0),
-                "{} {optimizer}: {g} vs {w}",
-                net.eq
-            );
-        }
+        run_and_check(&expr, &arrays, &want, &format!("{} {optimizer}", net.eq));
     }
 }
 
@@ -137,11 +115,7 @@ fn sliced_plans_run_and_match_the_reference() {
         }
 
         let shapes = net.shapes();
-        let arrays: Vec<ArrayD<f64>> = shapes
-            .iter()
-            .enumerate()
-            .map(|(k, sh)| values(sh, k))
-            .collect();
+        let arrays = arrays(&shapes);
         let want = reference(&net, &arrays);
         for optimizer in [Optimizer::Greedy, Optimizer::Hyper] {
             let cfg = CompileConfig {
@@ -176,18 +150,7 @@ fn sliced_plans_run_and_match_the_reference() {
             {
                 sliced_plans += 1;
             }
-            let got = expr
-                .run_dyn(arrays.iter().cloned().map(TensorData::F64).collect())
-                .unwrap_or_else(|e| panic!("{} {optimizer}: {}", net.eq, e.render()))
-                .as_c128();
-            assert_eq!(got.shape(), want.shape(), "{}", net.eq);
-            for (g, w) in got.iter().zip(want.iter()) {
-                assert!(
-                    (g - w).norm() <= 1e-9 * w.norm().max(1.0),
-                    "{} {optimizer}: {g} vs {w}",
-                    net.eq
-                );
-            }
+            run_and_check(&expr, &arrays, &want, &format!("{} {optimizer}", net.eq));
         }
     }
     assert!(sliced_trees >= 5, "only {sliced_trees} sliced trees");

@@ -2,16 +2,15 @@
 //! matches the naive semiring reference, whichever optimizer ordered it and whether or not
 //! it was sliced; programs the semiring gives no meaning to are refused with a message.
 
-use einc::{CompileConfig, DType, Optimizer, TensorData};
+use einc::{CompileConfig, DType, Optimizer};
 use einc_compiler::order::Limits;
 use einc_compiler::plan::{PlanConfig, Semiring};
 use einc_runtime::kernels::ReduceOp;
 use einc_runtime::reference::reference_semiring;
-use ndarray::ArrayD;
 use std::process::Command;
 
 mod common;
-use common::{random_net, values, Net, Rng};
+use common::{arrays, labelled, random_net, run_and_check, Net, Rng};
 
 fn add_op(r: Semiring) -> ReduceOp {
     match r {
@@ -22,18 +21,17 @@ fn add_op(r: Semiring) -> ReduceOp {
     }
 }
 
-fn check(net: &Net, semiring: Semiring, optimizer: Optimizer, limits: &Limits) -> bool {
-    let shapes = net.shapes();
-    let arrays: Vec<ArrayD<f64>> = shapes
-        .iter()
-        .enumerate()
-        .map(|(k, s)| values(s, k))
-        .collect();
-    let ops: Vec<_> = arrays
-        .iter()
-        .zip(&net.labels)
-        .map(|(a, l)| (a.view(), l.clone()))
-        .collect();
+/// Compiles `net` (operands of `shapes`) in `semiring`, runs it and compares with the
+/// semiring reference; returns whether the plan was sliced.
+fn check(
+    net: &Net,
+    shapes: &[Vec<usize>],
+    semiring: Semiring,
+    optimizer: Optimizer,
+    limits: &Limits,
+) -> bool {
+    let arrays = arrays(shapes);
+    let ops = labelled(&arrays, &net.labels);
     let want = reference_semiring(&ops, &net.out, &net.sizes, add_op(semiring));
     let cfg = CompileConfig {
         plan: PlanConfig {
@@ -44,7 +42,7 @@ fn check(net: &Net, semiring: Semiring, optimizer: Optimizer, limits: &Limits) -
         ..CompileConfig::default()
     };
     let dtypes = vec![DType::F64; shapes.len()];
-    let Ok(expr) = einc::compile_with_config(&net.eq, &shapes, &dtypes, &cfg) else {
+    let Ok(expr) = einc::compile_with_config(&net.eq, shapes, &dtypes, &cfg) else {
         // Only a memory limit below the output's size may refuse.
         assert!(limits.memory_limit.is_some(), "{} {semiring}", net.eq);
         return false;
@@ -55,22 +53,12 @@ fn check(net: &Net, semiring: Semiring, optimizer: Optimizer, limits: &Limits) -
         .steps
         .iter()
         .any(|s| matches!(s.op, einc_compiler::plan::Op::SliceSum { .. }));
-    let got = match expr
-        .run_dyn(arrays.into_iter().map(TensorData::F64).collect())
-        .unwrap_or_else(|e| panic!("{} {semiring}: {}", net.eq, e.render()))
-    {
-        TensorData::F64(a) => a,
-        other => panic!("f64 expected, got {:?}", other.dtype()),
-    };
-    assert_eq!(got.shape(), want.shape(), "{} {semiring}", net.eq);
-    for (g, w) in got.iter().zip(want.iter()) {
-        let ok = if w.is_finite() {
-            (g - w).abs() <= 1e-9 * w.abs().max(1.0)
-        } else {
-            g == w
-        };
-        assert!(ok, "{} {semiring} {optimizer}: {g} vs {w}", net.eq);
-    }
+    run_and_check(
+        &expr,
+        &arrays,
+        &want,
+        &format!("{} {semiring} {optimizer}", net.eq),
+    );
     sliced
 }
 
@@ -88,7 +76,7 @@ fn every_semiring_matches_the_reference() {
                 trials: Some(4),
                 ..Limits::default()
             };
-            check(&net, semiring, optimizer, &limits);
+            check(&net, &net.shapes(), semiring, optimizer, &limits);
             // The same under a small memory limit: sliced products combine their
             // slices with the semiring's ⊕.
             let small = Limits {
@@ -97,7 +85,7 @@ fn every_semiring_matches_the_reference() {
                 trials: Some(4),
                 ..Limits::default()
             };
-            sliced += check(&net, semiring, Optimizer::Greedy, &small) as usize;
+            sliced += check(&net, &net.shapes(), semiring, Optimizer::Greedy, &small) as usize;
         }
     }
     assert!(sliced >= 20, "only {sliced} sliced runs");
@@ -195,43 +183,7 @@ fn diagonals_and_broadcasting_in_every_semiring() {
                 sizes,
             };
             // `Net::shapes` derives shapes from sizes; broadcasting needs the given ones.
-            let arrays: Vec<ArrayD<f64>> = shapes
-                .iter()
-                .enumerate()
-                .map(|(k, s)| values(s, k))
-                .collect();
-            let ops: Vec<_> = arrays
-                .iter()
-                .zip(&net.labels)
-                .map(|(a, l)| (a.view(), l.clone()))
-                .collect();
-            let want = reference_semiring(&ops, &net.out, &net.sizes, add_op(semiring));
-            let cfg = CompileConfig {
-                plan: PlanConfig {
-                    semiring,
-                    ..PlanConfig::default()
-                },
-                ..CompileConfig::default()
-            };
-            let expr =
-                einc::compile_with_config(eq, &shapes, &vec![DType::F64; shapes.len()], &cfg)
-                    .unwrap_or_else(|e| panic!("{eq}: {}", e.render()));
-            let got = match expr
-                .run_dyn(arrays.into_iter().map(TensorData::F64).collect())
-                .expect("runs")
-            {
-                TensorData::F64(a) => a,
-                other => panic!("f64 expected, got {:?}", other.dtype()),
-            };
-            assert_eq!(got.shape(), want.shape(), "{eq} {semiring}");
-            for (g, w) in got.iter().zip(want.iter()) {
-                let ok = if w.is_finite() {
-                    (g - w).abs() <= 1e-9 * w.abs().max(1.0)
-                } else {
-                    g == w
-                };
-                assert!(ok, "{eq} {semiring}: {g} vs {w}");
-            }
+            check(&net, &shapes, semiring, Optimizer::Auto, &Limits::default());
         }
     }
 }

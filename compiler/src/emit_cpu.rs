@@ -212,15 +212,7 @@ fn needed_steps(plan: &Plan, t: crate::ir::TensorId) -> Vec<usize> {
                 .filter(|(_, st)| matches!(st.op, Op::Store { tensor: x, .. } if x == *tensor))
                 .map(|(j, _)| j)
                 .collect(),
-            Op::Const(_) => vec![],
-            Op::Unary { arg } | Op::Reduce { arg, .. } | Op::Store { arg, .. } => {
-                vec![arg.0 as usize]
-            }
-            Op::Contract { lhs, rhs } => vec![lhs.0 as usize, rhs.0 as usize],
-            Op::Elementwise { args, .. } | Op::SliceSum { args, .. } | Op::Fused { args, .. } => {
-                args.iter().map(|a| a.0 as usize).collect()
-            }
-            Op::Arg(_) => vec![],
+            op => op.args().iter().map(|a| a.0 as usize).collect(),
         };
         stack.extend(deps);
     }

@@ -170,7 +170,7 @@ pub fn prepare(
     let mut keep = vec![false; plan.steps.len()];
     for (k, s) in plan.steps.iter().enumerate() {
         if !constant_step[k] {
-            for a in args(&s.op) {
+            for a in reads(&s.op) {
                 keep[a] |= constant_step[a];
             }
         } else if let Op::Store { tensor, .. } = s.op {
@@ -244,7 +244,7 @@ fn constant_steps(plan: &Plan, constants: &[TensorId]) -> Vec<bool> {
                 c
             }
             Op::Arg(_) => false,
-            op => args(op).iter().all(|&a| out[a]),
+            op => reads(op).all(|a| out[a]),
         };
     }
     out
@@ -306,7 +306,7 @@ fn run_plan<'a>(
     let n = plan.steps.len();
     let mut last_use = vec![usize::MAX; n];
     for (k, s) in plan.steps.iter().enumerate() {
-        for a in args(&s.op) {
+        for a in reads(&s.op) {
             last_use[a] = k;
         }
     }
@@ -455,7 +455,7 @@ fn run_plan<'a>(
                 .peak_bytes
                 .max(live_bytes(&values, &tensors) + bytes + body_peak);
         }
-        for a in args(&s.op) {
+        for a in reads(&s.op) {
             let returned = matches!(mode, Mode::Prepare { keep, .. } if keep[a]);
             if last_use[a] == k && !returned {
                 values[a] = None;
@@ -572,18 +572,9 @@ fn check_steps(
     Ok(())
 }
 
-fn args(op: &Op) -> Vec<usize> {
-    match op {
-        Op::Load { .. } | Op::Const(_) => vec![],
-        Op::Unary { arg } | Op::Reduce { arg, .. } | Op::Store { arg, .. } => {
-            vec![arg.0 as usize]
-        }
-        Op::Contract { lhs, rhs } => vec![lhs.0 as usize, rhs.0 as usize],
-        Op::Elementwise { args, .. } | Op::SliceSum { args, .. } | Op::Fused { args, .. } => {
-            args.iter().map(|a| a.0 as usize).collect()
-        }
-        Op::Arg(_) => vec![],
-    }
+/// Indices of the values `op` reads (the plan's [`Op::args`]).
+fn reads(op: &Op) -> impl Iterator<Item = usize> {
+    op.args().into_iter().map(|v| v.0 as usize)
 }
 
 /// Runs a `SliceSum` body once per slice and adds up its results. Returns the sum and the
@@ -608,7 +599,7 @@ fn slice_sum(
         .ok_or_else(|| ExecError("a sliced product has more slices than fit in memory".into()))?;
     let mut last_use = vec![usize::MAX; body.len()];
     for (k, s) in body.iter().enumerate() {
-        for a in self::args(&s.op) {
+        for a in reads(&s.op) {
             last_use[a] = k;
         }
     }
@@ -667,7 +658,7 @@ fn slice_sum(
             values[k] = Some(r);
             let held: usize = values.iter().flatten().map(|v| v.owned_bytes()).sum();
             peak = peak.max(held);
-            for a in self::args(&s.op) {
+            for a in reads(&s.op) {
                 if last_use[a] == k {
                     values[a] = None;
                 }

@@ -83,3 +83,55 @@ pub fn values(shape: &[usize], k: usize) -> ArrayD<f64> {
     )
     .expect("shape")
 }
+
+/// The deterministic operand arrays for `shapes` (operand `k` filled by `values(shape, k)`).
+pub fn arrays(shapes: &[Vec<usize>]) -> Vec<ArrayD<f64>> {
+    shapes
+        .iter()
+        .enumerate()
+        .map(|(k, s)| values(s, k))
+        .collect()
+}
+
+/// Each array viewed with its labels, as the reference einsums take them.
+pub fn labelled<'a>(
+    arrays: &'a [ArrayD<f64>],
+    labels: &[Vec<u32>],
+) -> Vec<(ndarray::ArrayViewD<'a, f64>, Vec<u32>)> {
+    arrays
+        .iter()
+        .zip(labels)
+        .map(|(a, l)| (a.view(), l.clone()))
+        .collect()
+}
+
+/// Same shape and every element within 1e-9 (relative, absolute below 1); a non-finite
+/// expected value must be matched exactly.
+pub fn assert_close(got: &ArrayD<f64>, want: &ArrayD<f64>, what: &str) {
+    assert_eq!(got.shape(), want.shape(), "{what}");
+    for (g, w) in got.iter().zip(want.iter()) {
+        let ok = if w.is_finite() {
+            (g - w).abs() <= 1e-9 * w.abs().max(1.0)
+        } else {
+            g == w
+        };
+        assert!(ok, "{what}: {g} vs {w}");
+    }
+}
+
+/// Runs `expr` on `arrays` (as f64 operands) and checks the result against `want`.
+pub fn run_and_check(
+    expr: &einc::Expression,
+    arrays: &[ArrayD<f64>],
+    want: &ArrayD<f64>,
+    what: &str,
+) {
+    let got = match expr
+        .run_dyn(arrays.iter().cloned().map(einc::TensorData::F64).collect())
+        .unwrap_or_else(|e| panic!("{what}: {}", e.render()))
+    {
+        einc::TensorData::F64(a) => a,
+        other => panic!("{what}: f64 expected, got {:?}", other.dtype()),
+    };
+    assert_close(&got, want, what);
+}
