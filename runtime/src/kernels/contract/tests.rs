@@ -1,0 +1,281 @@
+use super::*;
+use crate::kernels::test_util::{assert_close, embedded_view, random_storage, to_c64, Rng};
+use crate::reference::reference_einsum;
+use ndarray::{Array2, Array3, Axis, Ix2};
+use num_complex::{Complex32, Complex64};
+use std::collections::BTreeMap;
+
+fn shuffled(mut v: Vec<u32>, rng: &mut Rng) -> Vec<u32> {
+    for i in (1..v.len()).rev() {
+        v.swap(i, rng.below(i + 1));
+    }
+    v
+}
+
+/// A random label configuration: each label gets a role (batch,
+/// contracted, M, N, summed from a, summed from b) and a size.
+fn check_random<T: Scalar>(rng: &mut Rng, max_labels: usize, size_pool: &[usize], tol: f64) {
+    check_roles::<T>(rng, max_labels, size_pool, &[0, 1, 2, 3, 4, 5], false, tol)
+}
+
+/// Like `check_random`, with each label's role drawn from `roles`; `plain` operands
+/// are standard-layout arrays instead of strided views.
+fn check_roles<T: Scalar>(
+    rng: &mut Rng,
+    max_labels: usize,
+    size_pool: &[usize],
+    roles: &[usize],
+    plain: bool,
+    tol: f64,
+) {
+    let nlab = rng.below(max_labels + 1) as u32;
+    let (mut ai, mut bi, mut oi) = (vec![], vec![], vec![]);
+    let mut sizes = BTreeMap::new();
+    for l in 0..nlab {
+        let role = roles[rng.below(roles.len())];
+        // A contracted label of length 1 keeps the product free of sums.
+        let size = if role == 1 && !roles.contains(&4) {
+            1
+        } else {
+            size_pool[rng.below(size_pool.len())]
+        };
+        sizes.insert(l, size);
+        if matches!(role, 0 | 1 | 2 | 4) {
+            ai.push(l);
+        }
+        if matches!(role, 0 | 1 | 3 | 5) {
+            bi.push(l);
+        }
+        if matches!(role, 0 | 2 | 3) {
+            oi.push(l);
+        }
+    }
+    let (ai, bi, oi) = (shuffled(ai, rng), shuffled(bi, rng), shuffled(oi, rng));
+    let shape = |idx: &[u32]| idx.iter().map(|l| sizes[l]).collect::<Vec<_>>();
+    let (sa, ea) = random_storage::<T>(&shape(&ai), rng);
+    let (sb, eb) = random_storage::<T>(&shape(&bi), rng);
+    let owned: (ArrayD<T>, ArrayD<T>);
+    let (a, b) = if plain {
+        let mut fill =
+            |idx: &[u32]| ArrayD::from_shape_simple_fn(IxDyn(&shape(idx)), || rng.scalar::<T>());
+        owned = (fill(&ai), fill(&bi));
+        (owned.0.view(), owned.1.view())
+    } else {
+        (embedded_view(&sa, &ea), embedded_view(&sb, &eb))
+    };
+    let got = contract_pair(a.view(), &ai, b.view(), &bi, &oi);
+    let (ca, cb) = (to_c64(&a), to_c64(&b));
+    let want = reference_einsum(
+        &[(ca.view(), ai.clone()), (cb.view(), bi.clone())],
+        &oi,
+        &sizes,
+    );
+    assert_close(&got, &want, tol);
+}
+
+#[test]
+fn random_small_configs() {
+    let mut rng = Rng(42);
+    let pool = [0, 1, 2, 3, 4, 2, 3, 1, 2, 3];
+    for _ in 0..300 {
+        check_random::<f64>(&mut rng, 6, &pool, 1e-12);
+        check_random::<Complex64>(&mut rng, 6, &pool, 1e-12);
+        check_random::<f32>(&mut rng, 6, &pool, 1e-5);
+    }
+}
+
+#[test]
+fn random_products_without_sums() {
+    // Batch, M and N labels only (plus contracted labels of length 1): the one-pass
+    // broadcast product, with lengths that reach its vectorised rows and, with more
+    // than one thread, its parallel split.
+    let mut rng = Rng(21);
+    let pool = [0, 1, 1, 2, 5, 16, 33, 64];
+    for i in 0..300 {
+        let plain = i % 2 == 0;
+        check_roles::<f32>(&mut rng, 4, &pool, &[0, 1, 2, 3], plain, 1e-5);
+        check_roles::<f64>(&mut rng, 4, &pool, &[0, 1, 2, 3], plain, 1e-12);
+        check_roles::<Complex64>(&mut rng, 4, &pool, &[0, 2, 3], plain, 1e-12);
+        check_roles::<Complex32>(&mut rng, 4, &pool, &[0, 2, 3], plain, 1e-5);
+    }
+}
+
+#[test]
+fn random_dot_products() {
+    // Batch and contracted labels only: m = n = 1, the lane-split dot product, over
+    // short and long sums, strided and contiguous.
+    let mut rng = Rng(23);
+    let pool = [0, 1, 3, 8, 17, 40];
+    for i in 0..200 {
+        let plain = i % 2 == 0;
+        check_roles::<f32>(&mut rng, 3, &pool, &[0, 1], plain, 1e-5);
+        check_roles::<f64>(&mut rng, 3, &pool, &[0, 1], plain, 1e-12);
+        check_roles::<Complex64>(&mut rng, 3, &pool, &[0, 1], plain, 1e-12);
+    }
+}
+
+/// `a[ai] * b[bi] -> out[oi]` with the given label sizes, on random strided views
+/// (or standard arrays when `plain`), against the oracle.
+fn check_case<T: Scalar>(
+    rng: &mut Rng,
+    ai: &[u32],
+    bi: &[u32],
+    oi: &[u32],
+    sizes: &BTreeMap<u32, usize>,
+    plain: bool,
+    tol: f64,
+) {
+    let shape = |idx: &[u32]| idx.iter().map(|l| sizes[l]).collect::<Vec<_>>();
+    let (sa, ea) = random_storage::<T>(&shape(ai), rng);
+    let (sb, eb) = random_storage::<T>(&shape(bi), rng);
+    let owned: (ArrayD<T>, ArrayD<T>);
+    let (a, b) = if plain {
+        owned = (
+            embedded_view(&sa, &ea).as_standard_layout().into_owned(),
+            embedded_view(&sb, &eb).as_standard_layout().into_owned(),
+        );
+        (owned.0.view(), owned.1.view())
+    } else {
+        (embedded_view(&sa, &ea), embedded_view(&sb, &eb))
+    };
+    let got = contract_pair(a.view(), ai, b.view(), bi, oi);
+    // The oracle sums over every label of `sizes`: keep only the operands' labels.
+    let sizes: BTreeMap<u32, usize> = sizes
+        .iter()
+        .filter(|(l, _)| ai.contains(l) || bi.contains(l))
+        .map(|(&l, &n)| (l, n))
+        .collect();
+    let want = reference_einsum(
+        &[
+            (to_c64(&a).view(), ai.to_vec()),
+            (to_c64(&b).view(), bi.to_vec()),
+        ],
+        oi,
+        &sizes,
+    );
+    assert_close(&got, &want, tol);
+}
+
+#[test]
+fn unmergeable_groups_become_batch_loops() {
+    // M or N labels that do not merge in the output (or operand) run as batch loops
+    // over a GEMM big enough for it (m·n·k >= SPLIT_MIN_WORK), instead of copies.
+    let sizes: BTreeMap<u32, usize> = [(0, 9), (1, 30), (2, 33), (3, 40), (4, 3)]
+        .into_iter()
+        .collect();
+    let cases: [(&[u32], &[u32], &[u32]); 5] = [
+        (&[0, 3, 2], &[1, 3], &[0, 1, 2]), // id k, jd -> ijk: M = (i, k) split
+        (&[0, 3], &[1, 3, 2], &[1, 0, 2]), // N = (j, k) split by i in between
+        (&[4, 0, 3, 2], &[4, 1, 3], &[4, 0, 1, 2]), // with a true batch label
+        (&[2, 3, 0], &[3, 1], &[0, 1, 2]), // M reversed relative to the output
+        (&[0, 3, 2], &[3, 1], &[2, 1, 0]), // output transposed
+    ];
+    let mut rng = Rng(29);
+    for (ai, bi, oi) in cases {
+        for plain in [true, false] {
+            check_case::<f32>(&mut rng, ai, bi, oi, &sizes, plain, 1e-4);
+            check_case::<f64>(&mut rng, ai, bi, oi, &sizes, plain, 1e-12);
+            check_case::<Complex64>(&mut rng, ai, bi, oi, &sizes, plain, 1e-12);
+        }
+    }
+}
+
+#[test]
+fn random_configs_reaching_gemm() {
+    // Fewer, longer labels so that m·n·k usually exceeds SMALL_GEMM and
+    // the gemm crate sees transposed and reversed strides.
+    let mut rng = Rng(5);
+    let pool = [5, 6, 7, 8];
+    for _ in 0..60 {
+        check_random::<f64>(&mut rng, 4, &pool, 1e-12);
+        check_random::<Complex64>(&mut rng, 4, &pool, 1e-12);
+        check_random::<f32>(&mut rng, 4, &pool, 1e-5);
+    }
+}
+
+#[test]
+fn zero_strided_operand() {
+    // a[i, j] = v[j] as a broadcast view (row stride 0) into gemm.
+    let v = ArrayD::from_shape_fn(IxDyn(&[16]), |ix| ix[0] as f64 - 3.0);
+    let a = v.broadcast(IxDyn(&[20, 16])).unwrap();
+    let b = Array2::from_shape_fn((16, 12), |(j, k)| (j * 12 + k) as f64 * 0.5).into_dyn();
+    let got = contract_pair(a.view(), &[0, 1], b.view(), &[1, 2], &[2, 0]);
+    let a2 = a.to_owned().into_dimensionality::<Ix2>().unwrap();
+    let want = a2
+        .dot(&b.into_dimensionality::<Ix2>().unwrap())
+        .reversed_axes();
+    assert_eq!(got, want.as_standard_layout().into_owned().into_dyn());
+}
+
+#[test]
+fn large_matmul_uses_parallel_gemm() {
+    let mut rng = Rng(9);
+    let a = Array2::from_shape_simple_fn((130, 120), || rng.unit());
+    let b = Array2::from_shape_simple_fn((120, 140), || rng.unit());
+    let got = contract_pair(
+        a.view().into_dyn(),
+        &[0, 1],
+        b.t().into_dyn(),
+        &[2, 1],
+        &[0, 2],
+    );
+    let want = a.dot(&b);
+    let err = (&got.into_dimensionality::<Ix2>().unwrap() - &want).mapv(f64::abs);
+    assert!(err.iter().all(|&e| e < 1e-10));
+}
+
+#[test]
+fn many_small_batches_in_parallel() {
+    let mut rng = Rng(13);
+    // bij,bjk->kbi with 600 batches of 8×8×8.
+    let a = Array3::from_shape_simple_fn((600, 8, 8), || rng.unit());
+    let b = Array3::from_shape_simple_fn((600, 8, 8), || rng.unit());
+    let got = contract_pair(
+        a.view().into_dyn(),
+        &[0, 1, 2],
+        b.view().into_dyn(),
+        &[0, 2, 3],
+        &[3, 0, 1],
+    );
+    assert_eq!(got.shape(), &[8, 600, 8]);
+    for bt in [0, 17, 599] {
+        let want = a.index_axis(Axis(0), bt).dot(&b.index_axis(Axis(0), bt));
+        for i in 0..8 {
+            for k in 0..8 {
+                assert!((got[[k, bt, i]] - want[[i, k]]).abs() < 1e-12);
+            }
+        }
+    }
+}
+
+#[test]
+fn edge_shapes() {
+    let s = |x: f64| ArrayD::from_elem(IxDyn(&[]), x);
+    // Scalar times scalar.
+    assert_eq!(
+        contract_pair(s(2.0).view(), &[], s(3.0).view(), &[], &[])[IxDyn(&[])],
+        6.0
+    );
+    // Outer product (k empty) and pure Hadamard.
+    let v = ArrayD::from_shape_vec(IxDyn(&[3]), vec![1.0, 2.0, 3.0]).unwrap();
+    let outer = contract_pair(v.view(), &[0], v.view(), &[1], &[1, 0]);
+    assert_eq!(outer[[2, 1]], 6.0);
+    let had = contract_pair(v.view(), &[0], v.view(), &[0], &[0]);
+    assert_eq!(had.as_slice().unwrap(), &[1.0, 4.0, 9.0]);
+    // Dot product, and a contraction over an empty axis.
+    assert_eq!(
+        contract_pair(v.view(), &[0], v.view(), &[0], &[])[IxDyn(&[])],
+        14.0
+    );
+    let e = ArrayD::<f64>::zeros(IxDyn(&[2, 0]));
+    let f = ArrayD::<f64>::zeros(IxDyn(&[0, 4]));
+    assert_eq!(
+        contract_pair(e.view(), &[0, 1], f.view(), &[1, 2], &[0, 2]),
+        ArrayD::zeros(IxDyn(&[2, 4]))
+    );
+    // Empty output.
+    assert_eq!(
+        contract_pair(e.view(), &[0, 1], v.view(), &[2], &[2, 1]).shape(),
+        &[3, 0]
+    );
+}
