@@ -260,6 +260,7 @@ fn main() {
             .with_options(ExecOptions {
                 threads: Some(1),
                 collect_stats: true,
+                ..ExecOptions::default()
             })
             .run_with_stats(&views)
         {
@@ -285,7 +286,7 @@ fn main() {
         for threads in [1usize, 2] {
             let ex = expr.clone().with_options(ExecOptions {
                 threads: Some(threads),
-                collect_stats: false,
+                ..ExecOptions::default()
             });
             let ms = time_ms(
                 || {

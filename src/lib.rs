@@ -22,7 +22,7 @@ pub use api::{
 pub use einc_compiler::order::Optimizer;
 pub use einc_compiler::pipeline::CompileConfig;
 pub use einc_frontend::ein::ast::DType;
-pub use einc_runtime::{ExecOptions, ExecStats, TensorData, TensorView};
+pub use einc_runtime::{ExecOptions, ExecStats, Target, TensorData, TensorView};
 pub use error::{Error, UserError};
 
 /// Element types einc computes in: f32, f64, Complex<f32>, Complex<f64>.

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 mod npy;
 mod path_cmd;
 mod stats;
+mod wgsl_out;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +35,16 @@ enum Emit {
     Plan,
     /// Self-contained Rust source with one function per output (see docs/emit-cpu.md).
     Cpu,
+    /// WGSL compute kernels and a manifest.json (with -o DIR; see docs/emit-wgsl.md).
+    Wgsl,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TargetArg {
+    /// The CPU executor (GEMM-backed, multithreaded).
+    Cpu,
+    /// WGSL kernels through wgpu on the best adapter (`EINC_ADAPTER` picks one by name).
+    Gpu,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -140,6 +151,9 @@ enum Cmd {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Where to run.
+        #[arg(long, value_enum, default_value = "cpu")]
+        target: TargetArg,
     },
     /// Find a contraction order for an einsum equation or an einsum-benchmark instance.
     Path(path_cmd::PathArgs),
@@ -180,6 +194,10 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
             gemm,
         } => {
             let cfg = config(optimizer.get(), memory_limit, semiring.get())?;
+            if let (Emit::Wgsl, Some(dir)) = (emit, output.as_deref()) {
+                let (name, compiled) = compile_file(&file, &dims, &cfg)?;
+                return wgsl_out::write_dir(&compiled.plan, &name, dir);
+            }
             let text = compile_cmd(&file, emit, &dims, &cfg, gemm)?;
             write_text(output.as_deref(), &text)
         }
@@ -196,12 +214,17 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
             semiring,
             stats,
             threads,
+            target,
         } => {
             let opts = RunOpts {
                 config: config(optimizer.get(), memory_limit, semiring.get())?,
                 exec: ExecOptions {
                     threads,
                     collect_stats: stats,
+                    target: match target {
+                        TargetArg::Cpu => einc::Target::Cpu,
+                        TargetArg::Gpu => einc::Target::Gpu,
+                    },
                 },
             };
             match (equation, file) {
@@ -279,6 +302,18 @@ fn config(
     })
 }
 
+fn compile_file(
+    file: &Path,
+    dims: &[String],
+    cfg: &CompileConfig,
+) -> Result<(String, einc_compiler::Compiled), Error> {
+    let source = read_source(file)?;
+    let name = file.display().to_string();
+    let program = einc::Program::parse(&name, &source)?;
+    let compiled = program.compile(&parse_dims(dims)?, cfg)?;
+    Ok((name, compiled))
+}
+
 fn compile_cmd(
     file: &Path,
     emit: Emit,
@@ -297,6 +332,7 @@ fn compile_cmd(
     }
     let compiled = program.compile(&parse_dims(dims)?, cfg)?;
     Ok(match emit {
+        Emit::Wgsl => wgsl_out::render(&compiled.plan, &name)?,
         Emit::Ast => unreachable!("handled above"),
         Emit::Ir => dump::dump_program(&compiled.ir),
         Emit::OptIr => {

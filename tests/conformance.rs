@@ -297,3 +297,79 @@ fn conformance_sublists() {
     println!("sublist cases checked: {checked}");
     assert!(checked > 0);
 }
+
+/// Every valid case in f32 on the GPU executor (lavapipe in CI), against the expected
+/// values to f32 accuracy. Without an adapter it prints a SKIP line.
+#[test]
+fn conformance_gpu() {
+    let Some(cases) = corpus() else { return };
+    let g = match einc_runtime::gpu::gpu() {
+        Ok(g) => g,
+        Err(e) => {
+            println!("SKIP conformance_gpu: no GPU adapter: {e}");
+            eprintln!("SKIP conformance_gpu: no GPU adapter: {e}");
+            return;
+        }
+    };
+    let (mut passed, mut failures) = (0, Vec::new());
+    for case in cases.iter().filter(|c| c["valid"].as_bool() == Some(true)) {
+        let eq = case["eq"].as_str().expect("eq");
+        let shapes = shapes(case);
+        let rule = case["inputs_rule"].as_str().unwrap_or("mod11");
+        let inputs: Vec<TensorData> = shapes
+            .iter()
+            .enumerate()
+            .map(|(k, s)| TensorData::F64(make_input(rule, k, s)).cast(einc::DType::F32))
+            .collect();
+        let dtypes = vec![einc::DType::F32; shapes.len()];
+        let id = case["id"].as_str().unwrap_or("?");
+        let run = || -> Result<ArrayD<f64>, String> {
+            let expr = einc::compile(eq, &shapes, &dtypes).map_err(|e| e.to_string())?;
+            let exe = einc_runtime::gpu::GpuExecutable::new(g.clone(), &expr.compiled().plan)
+                .map_err(|e| e.0)?;
+            let views: Vec<_> = inputs.iter().map(|t| t.view()).collect();
+            let mut out = exe.run(&views).map_err(|e| e.0)?;
+            Ok(as_f64(out.pop().ok_or("no output")?))
+        };
+        match run() {
+            Err(e) => failures.push(format!("{id} {eq:?}: {e}")),
+            Ok(got) => {
+                let want: Vec<f64> = match case["expected_values"].as_array() {
+                    Some(v) => v.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect(),
+                    None => {
+                        // Large results carry only sums: compare those.
+                        let sum: f64 = got.iter().sum();
+                        let es = case["expected_sum"].as_f64().unwrap_or(f64::NAN);
+                        let scale: f64 = got.iter().map(|x| x.abs()).sum::<f64>().max(1.0);
+                        if (sum - es).abs() <= 1e-5 * scale {
+                            passed += 1;
+                        } else {
+                            failures.push(format!("{id} {eq:?}: sum {sum}, expected {es}"));
+                        }
+                        continue;
+                    }
+                };
+                let scale = want.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+                let bad = got
+                    .iter()
+                    .zip(&want)
+                    .position(|(g, w)| (g - w).abs() > 1e-5 * scale);
+                match bad {
+                    None if got.len() == want.len() => passed += 1,
+                    _ => failures.push(format!("{id} {eq:?}: values differ ({bad:?})")),
+                }
+            }
+        }
+    }
+    println!(
+        "conformance (gpu, f32, {}): {passed} valid cases passed, {} failures",
+        g.describe(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod semiring;
 pub mod verify;
+pub mod wgsl;
 
 pub use pipeline::{
     compile_ein, compile_einsum, compile_program, CompileConfig, CompileError, Compiled,

@@ -35,6 +35,18 @@ pub struct ExecOptions {
     pub threads: Option<usize>,
     /// Record per-step times (costs one clock read per step).
     pub collect_stats: bool,
+    /// Where the plan runs.
+    pub target: Target,
+}
+
+/// The device a plan runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Target {
+    /// The CPU executor (this module).
+    #[default]
+    Cpu,
+    /// WGSL kernels through wgpu ([`crate::gpu`]).
+    Gpu,
 }
 
 /// What a run cost, for `einc run --stats`.
@@ -108,6 +120,15 @@ pub fn execute_views(
     inputs: &[TensorView<'_>],
     opts: &ExecOptions,
 ) -> Result<(Vec<TensorData>, ExecStats), ExecError> {
+    if opts.target == Target::Gpu {
+        let start = Instant::now();
+        let outs = crate::gpu::execute_gpu(plan, inputs)?;
+        let stats = ExecStats {
+            total: start.elapsed(),
+            ..Default::default()
+        };
+        return Ok((outs, stats));
+    }
     let ids = input_ids(plan);
     let given = match_inputs(&ids, inputs)?;
     in_pool(opts, || {
@@ -198,6 +219,13 @@ pub fn execute_prepared(
     inputs: &[TensorView<'_>],
     opts: &ExecOptions,
 ) -> Result<(Vec<TensorData>, ExecStats), ExecError> {
+    if opts.target == Target::Gpu {
+        return Err(ExecError(
+            "constant operands are pre-contracted on the CPU; the GPU target does not take \
+             them yet (use --target cpu)"
+                .into(),
+        ));
+    }
     let ids = prepared.variable_inputs(plan);
     let given = match_inputs(&ids, inputs)?;
     in_pool(opts, || {

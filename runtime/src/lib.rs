@@ -8,11 +8,12 @@
 //! - [`exec`]: runs a `Plan` on [`TensorData`] arrays.
 pub mod exec;
 pub mod fused;
+pub mod gpu;
 pub mod kernels;
 pub mod oracle;
 pub mod reference;
 pub mod semiring;
 pub mod value;
 
-pub use exec::{execute, execute_views, input_ids, ExecError, ExecOptions, ExecStats};
+pub use exec::{execute, execute_views, input_ids, ExecError, ExecOptions, ExecStats, Target};
 pub use value::{TensorData, TensorView};
