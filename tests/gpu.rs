@@ -428,13 +428,21 @@ fn cli_runs_on_the_gpu() {
 #[test]
 fn gemm_kernel_snapshots() {
     for (name, eq, shapes) in [
-        ("gemm_plain", "ik,kj->ij", vec![vec![256, 64], vec![64, 256]]),
+        (
+            "gemm_plain",
+            "ik,kj->ij",
+            vec![vec![256, 64], vec![64, 256]],
+        ),
         (
             "gemm_batched_permuted",
             "jib,kjb->bki",
             vec![vec![36, 40, 2], vec![41, 36, 2]],
         ),
-        ("gemm_split_k", "ik,kj->ij", vec![vec![40, 2050], vec![2050, 70]]),
+        (
+            "gemm_split_k",
+            "ik,kj->ij",
+            vec![vec![40, 2050], vec![2050, 70]],
+        ),
     ] {
         let expr = einc::compile(eq, &shapes, &vec![DType::F32; shapes.len()]).expect("compile");
         let prog = emit_wgsl(&expr.compiled().plan, &GpuCaps::default()).expect("emit");
@@ -450,7 +458,124 @@ fn gemm_kernel_snapshots() {
                 k.source
             ));
         }
-        assert!(prog.kernels.iter().any(|k| k.kind == KernelKind::Gemm), "{name}");
+        assert!(
+            prog.kernels.iter().any(|k| k.kind == KernelKind::Gemm),
+            "{name}"
+        );
         insta::assert_snapshot!(name, text);
     }
+}
+
+/// Products sliced under a memory limit run on the GPU as unrolled slices, in every
+/// semiring.
+#[test]
+fn sliced_plans_run_on_the_gpu() {
+    let Some(g) = device("sliced_plans_run_on_the_gpu") else {
+        return;
+    };
+    let mut rng = Rng(0x511ce);
+    let mut sliced = 0;
+    for case in 0..40 {
+        let net = random_net(&mut rng, 6 + case % 4, 7);
+        let shapes = net.shapes();
+        let free =
+            einc::compile(&net.eq, &shapes, &vec![DType::F64; shapes.len()]).expect("compile");
+        let mut cfg = CompileConfig::default();
+        cfg.plan.limits.memory_limit = Some(
+            (free.compiled().plan.largest_intermediate() / 4.0)
+                .floor()
+                .max(1.0),
+        );
+        cfg.plan.limits.allow_slicing = true;
+        cfg.plan.semiring = einc_compiler::plan::Semiring::ALL[case % 4];
+        let dtype = if case % 4 == 0 {
+            DType::F32
+        } else {
+            DType::F64
+        };
+        if dtype == DType::F64 && !g.caps().f64 {
+            continue;
+        }
+        let Ok(expr) =
+            einc::compile_with_config(&net.eq, &shapes, &vec![dtype; shapes.len()], &cfg)
+        else {
+            continue; // no sliced plan meets a limit this small
+        };
+        let plan = &expr.compiled().plan;
+        if !plan
+            .steps
+            .iter()
+            .any(|s| matches!(s.op, einc_compiler::plan::Op::SliceSum { .. }))
+        {
+            continue;
+        }
+        sliced += 1;
+        let inputs: Vec<TensorData> = shapes
+            .iter()
+            .enumerate()
+            .map(|(k, s)| filled(dtype, s, k))
+            .collect();
+        let want = expr.run_dyn(inputs.clone()).expect("cpu");
+        let exe = GpuExecutable::new(g.clone(), plan).expect("gpu compile");
+        let views: Vec<_> = inputs.iter().map(|t| t.view()).collect();
+        let got = exe.run(&views).expect("gpu run");
+        let err = rel_err(&got[0], &want);
+        assert!(err <= tol(dtype), "{} (case {case}): {err:e}", net.eq);
+    }
+    assert!(sliced >= 8, "only {sliced} sliced plans");
+}
+
+/// An intermediate larger than the adapter's largest storage binding is not an error:
+/// the executor re-plans the product in slices (tested with an artificially low limit).
+#[test]
+fn intermediates_over_the_binding_limit_are_sliced() {
+    let Some(g) = device("intermediates_over_the_binding_limit_are_sliced") else {
+        return;
+    };
+    let mut replanned = 0;
+    // Rank-3 tensors, each index on two of them: any pairwise contraction has rank 4,
+    // larger than every input and output.
+    for (eq, n) in [
+        ("abc,ade,bdf,cef->", 8),
+        ("abc,ade,bdf,cef->a", 7),
+        ("abc,ade,bdf,cef->af", 6),
+        ("abcd,aefg,behi,cfhj,dgij->", 4),
+    ] {
+        let (lhs, _) = eq.split_once("->").expect("explicit");
+        let shapes: Vec<Vec<usize>> = lhs.split(',').map(|t| vec![n; t.len()]).collect();
+        let expr = einc::compile(eq, &shapes, &vec![DType::F32; shapes.len()]).expect("compile");
+        let plan = &expr.compiled().plan;
+        let p = &plan.program;
+        // Every input and output fits; the largest intermediate does not.
+        let limit = p
+            .tensors
+            .iter()
+            .map(|(_, t)| 4 * t.axes.iter().map(|&a| p.size(a)).product::<u64>())
+            .max()
+            .unwrap_or(4);
+        assert!(4.0 * plan.largest_intermediate() > limit as f64, "{eq}");
+        let exe = GpuExecutable::with_binding_limit(g.clone(), plan, Some(limit))
+            .expect("fits after slicing");
+        if exe
+            .plan()
+            .steps
+            .iter()
+            .any(|s| matches!(s.op, einc_compiler::plan::Op::SliceSum { .. }))
+        {
+            replanned += 1;
+        }
+        for b in &exe.program.buffers {
+            assert!(b.bytes() <= limit, "{eq}: a {}-byte buffer", b.bytes());
+        }
+        let inputs: Vec<TensorData> = shapes
+            .iter()
+            .enumerate()
+            .map(|(k, s)| filled(DType::F32, s, k))
+            .collect();
+        let want = expr.run_dyn(inputs.clone()).expect("cpu");
+        let views: Vec<_> = inputs.iter().map(|t| t.view()).collect();
+        let got = exe.run(&views).expect("gpu run");
+        assert!(rel_err(&got[0], &want) <= tol(DType::F32), "{eq}");
+    }
+    assert_eq!(replanned, 4);
 }

@@ -13,7 +13,8 @@
 use crate::exec::ExecError;
 use crate::value::{dtype_size, TensorData, TensorView};
 use einc_compiler::ir::TensorId;
-use einc_compiler::plan::Plan;
+use einc_compiler::order::Limits;
+use einc_compiler::plan::{Op, Plan, PlanConfig};
 use einc_compiler::wgsl::{self, BufferRole, GpuCaps, GpuProgram, KernelKind};
 use einc_frontend::ein::ast::DType;
 use ndarray::{ArrayD, IxDyn};
@@ -219,7 +220,22 @@ pub struct GpuExecutable {
 
 impl GpuExecutable {
     pub fn new(gpu: Arc<Gpu>, plan: &Plan) -> Result<GpuExecutable, ExecError> {
-        let program = wgsl::emit_wgsl(plan, gpu.caps()).map_err(|e| ExecError(e.0))?;
+        Self::with_binding_limit(gpu, plan, None)
+    }
+
+    /// [`GpuExecutable::new`] as if the adapter's largest storage binding were `limit`
+    /// bytes (for tests of the splitting below on small problems).
+    pub fn with_binding_limit(
+        gpu: Arc<Gpu>,
+        plan: &Plan,
+        limit: Option<u64>,
+    ) -> Result<GpuExecutable, ExecError> {
+        let mut caps = gpu.caps().clone();
+        if let Some(l) = limit {
+            caps.max_binding_bytes = caps.max_binding_bytes.min(l);
+        }
+        let plan = &fit_bindings(plan, &caps)?;
+        let program = wgsl::emit_wgsl(plan, &caps).map_err(|e| ExecError(e.0))?;
         let dev = &gpu.device;
         let buffers = gpu.scoped("allocating GPU buffers", || {
             program
@@ -300,6 +316,11 @@ impl GpuExecutable {
             buffers,
             steps,
         })
+    }
+
+    /// The plan the kernels compute (re-planned with slicing if it had to be).
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     /// Uploads `inputs` (one per input tensor, in [`crate::input_ids`] order).
@@ -404,6 +425,57 @@ impl GpuExecutable {
         }
         Ok(outs)
     }
+}
+
+/// `plan`, or the same program re-planned with its products sliced (summed over slices
+/// of an index) when an intermediate would not fit one storage binding of the adapter.
+/// Inputs and outputs themselves must fit: they are not split.
+fn fit_bindings(plan: &Plan, caps: &GpuCaps) -> Result<Plan, ExecError> {
+    let p = &plan.program;
+    let limit = caps.max_binding_bytes as f64;
+    let bytes = |s: &einc_compiler::plan::Step| -> f64 {
+        s.indices.iter().map(|&i| p.size(i) as f64).product::<f64>() * dtype_size(s.dtype) as f64
+    };
+    for (_, t) in p.tensors.iter() {
+        let b =
+            t.axes.iter().map(|&a| p.size(a) as f64).product::<f64>() * dtype_size(t.dtype) as f64;
+        if b > limit {
+            return Err(ExecError(format!(
+                "tensor '{}' needs {b} bytes, more than the GPU's largest storage binding \
+                 ({limit} bytes); inputs and outputs are not split: use --target cpu",
+                t.name
+            )));
+        }
+    }
+    let too_big = plan
+        .steps
+        .iter()
+        .filter(|s| !matches!(s.op, Op::Load { .. } | Op::Store { .. }))
+        .any(|s| bytes(s) > limit);
+    if !too_big {
+        return Ok(plan.clone());
+    }
+    let elem = plan
+        .steps
+        .iter()
+        .map(|s| dtype_size(s.dtype))
+        .max()
+        .unwrap_or(4) as f64;
+    let cfg = PlanConfig {
+        optimizer: plan.optimizer,
+        semiring: plan.semiring,
+        limits: Limits {
+            memory_limit: Some((limit / elem).floor()),
+            allow_slicing: true,
+            ..Limits::default()
+        },
+    };
+    einc_compiler::plan::plan(p, &cfg).map_err(|e| {
+        ExecError(format!(
+            "an intermediate exceeds the GPU's largest storage binding ({limit} bytes) and \
+             no sliced plan fits it: {e}"
+        ))
+    })
 }
 
 /// Runs `plan` on the process's GPU (compiling it for that device first).

@@ -10,7 +10,7 @@
 
 use super::loops::header;
 use super::scalar::ty;
-use super::{EmitError, GpuCaps, Kernel, KernelKind, Layout};
+use super::{At, EmitError, GpuCaps, Kernel, KernelKind, Layout};
 use crate::ir::IndexId;
 use crate::plan::Plan;
 use einc_frontend::ein::ast::DType;
@@ -47,7 +47,7 @@ const TARGET_GROUPS: u64 = 512;
 /// kernel.
 pub fn contract(
     plan: &Plan,
-    k: usize,
+    at: &At<'_>,
     out: &Layout,
     lhs: &Layout,
     rhs: &Layout,
@@ -149,6 +149,8 @@ pub fn contract(
     } else {
         1
     };
+    // The partial results must fit one storage binding.
+    splits = splits.min((caps.max_binding_bytes / (ms * ns * bs * esize).max(1)).max(1));
     let kchunk = ks.div_ceil(splits).div_ceil(tile.bk) * tile.bk;
     splits = ks.div_ceil(kchunk);
     let rows = mt * bs * splits;
@@ -186,8 +188,8 @@ pub fn contract(
         },
     ];
     let kernel = Kernel {
-        name: format!("s{k}_gemm"),
-        step: k,
+        name: format!("{}_gemm", at.name),
+        step: at.index,
         kind: KernelKind::Gemm,
         source: src,
         entry_point: "main",
@@ -198,7 +200,7 @@ pub fn contract(
             "(ceil(N={ns} / {}), ceil(M={ms} / {}) * batch={bs} * k-splits={splits}) with y capped at {lim}",
             tile.bn, tile.bm
         ),
-        flops: plan.steps[k].flops,
+        flops: at.step.flops,
     };
     Ok(Some(Gemm {
         kernel,
@@ -209,7 +211,7 @@ pub fn contract(
 
 /// `out[o] = Σ_s part[s·total + o]`: the sum of a split GEMM's partial results.
 pub fn reduce_splits(
-    k: usize,
+    at: &At<'_>,
     out: usize,
     part: usize,
     total: u64,
@@ -232,8 +234,8 @@ pub fn reduce_splits(
         dispatch[0]
     );
     Ok(Kernel {
-        name: format!("s{k}_splitsum"),
-        step: k,
+        name: format!("{}_splitsum", at.name),
+        step: at.index,
         kind: KernelKind::Loop,
         source,
         entry_point: "main",
@@ -476,7 +478,14 @@ fn source(
         t.bm, t.bn
     );
     let _ = writeln!(s, "  let tx = lid % {txn}u;\n  let ty = lid / {txn}u;");
-    s.push_str("  let abase = a_b(bb);\n  let bbase = b_b(bb);\n");
+    // A slice of a larger operand starts at its offset.
+    let start = |o: u64| if o == 0 { String::new() } else { format!("{o}u + ") };
+    let _ = writeln!(
+        s,
+        "  let abase = {}a_b(bb);\n  let bbase = {}b_b(bb);",
+        start(a.offset),
+        start(b.offset)
+    );
     let zero = format!("{tt}(0.0)");
     for i in 0..la {
         let _ = writeln!(s, "  var ra{i} = {zero};");

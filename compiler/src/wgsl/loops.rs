@@ -3,7 +3,7 @@
 //! reduction long. They compute every step kind, in every semiring and dtype.
 
 use super::scalar::{self, combine, conv, identity, is_complex, lit, ty};
-use super::{grid, EmitError, GpuCaps, Kernel, KernelKind, Layout};
+use super::{grid, At, EmitError, GpuCaps, Kernel, KernelKind, Layout};
 use crate::ir::{IndexId, ReduceOp};
 use crate::plan::{FusedNode, Op, Plan, Semiring};
 use einc_frontend::ein::ast::DType;
@@ -22,12 +22,12 @@ enum Body {
 /// The kernels for a compute step (not `Load`/`Store`/`Const`).
 pub fn step(
     plan: &Plan,
-    k: usize,
+    at: &At<'_>,
     out: &Layout,
     args: &[Layout],
     caps: &GpuCaps,
 ) -> Result<Vec<Kernel>, EmitError> {
-    let s = &plan.steps[k];
+    let s = at.step;
     let semi_fold = semiring_fold(plan.semiring);
     let semi_add = plan.semiring != Semiring::SumProduct;
     let (body, fold) = match &s.op {
@@ -41,18 +41,19 @@ pub fn step(
         Op::Fused { nodes, .. } => (Body::Nodes(nodes.clone()), None),
         other => {
             return Err(EmitError(format!(
-                "internal error: no GPU kernel for step %{k} ({other:?})"
+                "internal error: no GPU kernel for step {} ({other:?})",
+                at.name
             )))
         }
     };
-    let name = format!("s{k}_{}", op_name(&s.op));
-    Ok(vec![kernel(plan, k, name, out, args, &body, fold, caps)?])
+    let name = format!("{}_{}", at.name, op_name(&s.op));
+    Ok(vec![kernel(plan, at, name, out, args, &body, fold, caps)?])
 }
 
 /// A copy of `arg` into the dense `out` (a stored result that is a view or a shared buffer).
 pub fn copy(
     plan: &Plan,
-    k: usize,
+    at: &At<'_>,
     out: &Layout,
     arg: &Layout,
     caps: &GpuCaps,
@@ -60,14 +61,79 @@ pub fn copy(
     let body = Body::Nodes(vec![FusedNode::Arg(0)]);
     Ok(vec![kernel(
         plan,
-        k,
-        format!("s{k}_store"),
+        at,
+        format!("{}_store", at.name),
         out,
         std::slice::from_ref(arg),
         &body,
         None,
         caps,
     )?])
+}
+
+/// `out[o] = out[o] ⊕ tmp[o]` over `total` dense elements: one slice of a sliced product
+/// added into the running result, in the plan's semiring.
+pub fn accumulate(
+    plan: &Plan,
+    name: &str,
+    k: usize,
+    out: &Layout,
+    tmp: usize,
+    total: u64,
+    caps: &GpuCaps,
+) -> Result<Kernel, EmitError> {
+    let d = out.dtype;
+    let t = ty(d);
+    let dispatch = grid(total.div_ceil(WG), caps)?;
+    let fold = semiring_fold(plan.semiring);
+    let combined = if fold == Some(ReduceOp::LogSumExp) {
+        let ninf = identity(fold, d);
+        "select(m + rlog(rexp(a - m) + rexp(b - m)), m, m == NINF)".replace("NINF", &ninf)
+    } else {
+        combine(fold, "a", "b", d)
+    };
+    let mut src = scalar::prelude(d);
+    let _ = write!(
+        src,
+        "@group(0) @binding(0) var<storage, read_write> out: array<{t}>;\n\
+         @group(0) @binding(1) var<storage, read> part: array<{t}>;\n\
+         @compute @workgroup_size({WG})\n\
+         fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{\n\
+         \x20 let o = (wid.x + wid.y * {}u) * {WG}u + lid;\n\
+         \x20 if (o >= {total}u) {{ return; }}\n\
+         \x20 let a = out[o];\n\
+         \x20 let b = part[o];\n\
+         \x20 let m = max(a, b);\n\
+         \x20 out[o] = {combined};\n}}\n",
+        dispatch[0]
+    );
+    if is_complex(d) {
+        // `max` above is unused for complex sums but must still type-check.
+        src = src.replace("  let m = max(a, b);\n", "");
+    }
+    Ok(Kernel {
+        name: name.to_string(),
+        step: k,
+        kind: KernelKind::Loop,
+        source: src,
+        entry_point: "main",
+        bindings: vec![
+            super::Binding {
+                binding: 0,
+                buffer: out.buf,
+                writable: true,
+            },
+            super::Binding {
+                binding: 1,
+                buffer: tmp,
+                writable: false,
+            },
+        ],
+        workgroup_size: [WG as u32, 1, 1],
+        dispatch,
+        dispatch_formula: format!("ceil({total} outputs / {WG})"),
+        flops: total as f64,
+    })
 }
 
 fn op_name(op: &Op) -> &'static str {
@@ -183,7 +249,7 @@ fn body_stmts(body: &Body, args: &[Layout], d: DType, pad: &str) -> String {
 #[allow(clippy::too_many_arguments)]
 fn kernel(
     plan: &Plan,
-    k: usize,
+    at: &At<'_>,
     name: String,
     out: &Layout,
     args: &[Layout],
@@ -206,19 +272,22 @@ fn kernel(
     let rtotal: u64 = summed.iter().map(|&i| p.size(i)).product();
     if total.max(rtotal) >= 1 << 31 {
         return Err(EmitError(format!(
-            "step %{k} spans {} elements, beyond the GPU kernels' 32-bit indexing",
+            "step {} spans {} elements, beyond the GPU kernels' 32-bit indexing",
+            at.name,
             total.max(rtotal)
         )));
     }
     if matches!(body, Body::Nodes(_)) && !summed.is_empty() {
         return Err(EmitError(format!(
-            "internal error: elementwise step %{k} has indices outside its result"
+            "internal error: elementwise step {} has indices outside its result",
+            at.name
         )));
     }
     let lse = fold == Some(ReduceOp::LogSumExp);
     if lse && is_complex(d) {
         return Err(EmitError(format!(
-            "step %{k}: log-sum-exp needs a real dtype, not {}",
+            "step {}: log-sum-exp needs a real dtype, not {}",
+            at.name,
             d.name()
         )));
     }
@@ -253,7 +322,13 @@ fn kernel(
         div *= size;
     }
     for (j, a) in args.iter().enumerate() {
-        let _ = writeln!(src, "  let b{j} = {};", offset(a, &out.labels));
+        // A slice of a larger argument starts at its offset.
+        let base = offset(a, &out.labels);
+        if a.offset == 0 {
+            let _ = writeln!(src, "  let b{j} = {base};");
+        } else {
+            let _ = writeln!(src, "  let b{j} = {}u + {base};", a.offset);
+        }
     }
     let id = identity(fold, d);
     if lse {
@@ -342,7 +417,7 @@ fn kernel(
     };
     Ok(Kernel {
         name,
-        step: k,
+        step: at.index,
         kind: if per_group {
             KernelKind::Reduce
         } else {
@@ -354,6 +429,6 @@ fn kernel(
         workgroup_size: [WG as u32, 1, 1],
         dispatch: if total == 0 { [0, 1, 1] } else { dispatch },
         dispatch_formula: formula,
-        flops: plan.steps[k].flops,
+        flops: at.step.flops,
     })
 }

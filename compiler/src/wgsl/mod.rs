@@ -30,7 +30,7 @@ mod loops;
 mod scalar;
 
 use crate::ir::{IndexId, TensorId, TensorKind};
-use crate::plan::{Op, Plan, Semiring};
+use crate::plan::{Op, Plan, Semiring, Step};
 use einc_frontend::ein::ast::DType;
 use std::fmt;
 
@@ -169,6 +169,180 @@ pub(crate) struct Layout {
     pub dtype: DType,
     pub labels: Vec<IndexId>,
     pub strides: Vec<u64>,
+    /// Element offset of position 0 (a slice of a larger value).
+    pub offset: u64,
+}
+
+/// The step a kernel computes: its plan position (for [`Kernel::step`]), the step itself
+/// (a plan step or a step of a slice body) and the name prefix of its kernels.
+pub(crate) struct At<'a> {
+    pub index: usize,
+    pub step: &'a Step,
+    pub name: String,
+}
+
+/// Most kernels one sliced product may unroll into.
+const MAX_SLICE_KERNELS: u64 = 4096;
+
+/// Kernel emission with the buffers being assigned.
+struct Emitter<'a> {
+    plan: &'a Plan,
+    caps: &'a GpuCaps,
+    pool: &'a mut Pool,
+    buffers: &'a mut Vec<BufferDesc>,
+    kernels: &'a mut Vec<Kernel>,
+}
+
+impl Emitter<'_> {
+    /// Kernels computing `at.step` (a `Unary`, `Contract`, `Elementwise`, `Fused` or
+    /// `Reduce`) from `args` into `out`.
+    fn compute(&mut self, at: &At<'_>, out: &Layout, args: &[Layout]) -> Result<(), EmitError> {
+        let (plan, caps) = (self.plan, self.caps);
+        if matches!(at.step.op, Op::Contract { .. }) && plan.semiring == Semiring::SumProduct {
+            if let Some(g) = gemm::contract(plan, at, out, &args[0], &args[1], caps)? {
+                if g.splits > 1 {
+                    let part = self.pool.take(self.buffers, out.dtype, g.splits * g.total);
+                    let mut kern = g.kernel;
+                    kern.bindings[0].buffer = part;
+                    let sum =
+                        gemm::reduce_splits(at, out.buf, part, g.total, g.splits, out.dtype, caps)?;
+                    self.pool.free(part);
+                    self.kernels.extend([kern, sum]);
+                } else {
+                    self.kernels.push(g.kernel);
+                }
+                return Ok(());
+            }
+        }
+        self.kernels.extend(loops::step(plan, at, out, args, caps)?);
+        Ok(())
+    }
+
+    /// Unrolls a sliced product: per slice, the body's kernels on the arguments offset to
+    /// that slice, the last one writing into `out` (first slice) or a temporary combined
+    /// into `out` with the semiring's `⊕`.
+    fn slice_sum(
+        &mut self,
+        k: usize,
+        out: &Layout,
+        args: &[Layout],
+        sliced: &[IndexId],
+        body: &[Step],
+    ) -> Result<(), EmitError> {
+        let p = &self.plan.program;
+        let extents: Vec<u64> = sliced.iter().map(|&i| p.size(i)).collect();
+        let slices: u64 = extents.iter().product();
+        if slices.saturating_mul(body.len() as u64 + 1) > MAX_SLICE_KERNELS {
+            return Err(EmitError(format!(
+                "this plan slices a product into {slices} parts, more than the GPU target \
+                 unrolls (at most {MAX_SLICE_KERNELS} kernels); raise --memory-limit or use \
+                 --target cpu"
+            )));
+        }
+        let mut last_use = vec![None; body.len()];
+        for (j, s) in body.iter().enumerate() {
+            for a in s.op.args() {
+                last_use[a.0 as usize] = Some(j);
+            }
+        }
+        let total: u64 = out.labels.iter().map(|&i| p.size(i)).product();
+        for slice in 0..slices {
+            let mut rest = slice;
+            let mut value = vec![0u64; extents.len()];
+            for (v, &e) in value.iter_mut().zip(&extents).rev() {
+                *v = rest % e;
+                rest /= e;
+            }
+            let mut vals: Vec<Option<Layout>> = vec![None; body.len()];
+            let mut tmp = None;
+            for (j, bs) in body.iter().enumerate() {
+                let at = At {
+                    index: k,
+                    step: bs,
+                    name: format!("s{k}_x{slice}_b{j}"),
+                };
+                let layout = match &bs.op {
+                    Op::Arg(a) => {
+                        let src = args.get(*a).ok_or_else(|| {
+                            EmitError(format!("internal error: slice argument {a} out of range"))
+                        })?;
+                        let mut l = src.clone();
+                        l.labels.clear();
+                        l.strides.clear();
+                        for (&lab, &st) in src.labels.iter().zip(&src.strides) {
+                            match sliced.iter().position(|&x| x == lab) {
+                                Some(q) => l.offset += value[q] * st,
+                                None => {
+                                    l.labels.push(lab);
+                                    l.strides.push(st);
+                                }
+                            }
+                        }
+                        l
+                    }
+                    Op::Unary { .. } | Op::Contract { .. } => {
+                        let sizes: Vec<u64> = bs.indices.iter().map(|&i| p.size(i)).collect();
+                        let len: u64 = sizes.iter().product();
+                        let buf = if j + 1 == body.len() && slice == 0 {
+                            out.buf
+                        } else {
+                            let b = self.pool.take(self.buffers, bs.dtype, len.max(1));
+                            if j + 1 == body.len() {
+                                tmp = Some(b);
+                            }
+                            b
+                        };
+                        let l = Layout {
+                            buf,
+                            dtype: bs.dtype,
+                            labels: bs.indices.clone(),
+                            strides: dense_strides(&sizes),
+                            offset: 0,
+                        };
+                        let ins: Vec<Layout> = bs
+                            .op
+                            .args()
+                            .iter()
+                            .map(|v| {
+                                vals[v.0 as usize].clone().ok_or_else(|| {
+                                    EmitError("internal error: slice value missing".into())
+                                })
+                            })
+                            .collect::<Result<_, _>>()?;
+                        self.compute(&at, &l, &ins)?;
+                        l
+                    }
+                    other => {
+                        return Err(EmitError(format!(
+                            "internal error: {other:?} in a slice body"
+                        )))
+                    }
+                };
+                vals[j] = Some(layout);
+                for a in bs.op.args() {
+                    let a = a.0 as usize;
+                    if last_use[a] == Some(j) && !matches!(body[a].op, Op::Arg(_)) {
+                        if let Some(l) = &vals[a] {
+                            self.pool.free(l.buf);
+                        }
+                    }
+                }
+            }
+            if let Some(t) = tmp {
+                self.kernels.push(loops::accumulate(
+                    self.plan,
+                    &format!("s{k}_x{slice}_acc"),
+                    k,
+                    out,
+                    t,
+                    total,
+                    self.caps,
+                )?);
+                self.pool.free(t);
+            }
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn dense_strides(sizes: &[u64]) -> Vec<u64> {
@@ -192,13 +366,6 @@ pub fn emit_wgsl(plan: &Plan, caps: &GpuCaps) -> Result<GpuProgram, EmitError> {
                  run it with --target cpu",
                 s.dtype.name()
             )));
-        }
-        if matches!(s.op, Op::SliceSum { .. }) {
-            return Err(EmitError(
-                "sliced plans (a memory limit) are not supported on the GPU target yet; \
-                 run without --memory-limit or with --target cpu"
-                    .into(),
-            ));
         }
     }
     let mut buffers: Vec<BufferDesc> = Vec::new();
@@ -248,6 +415,7 @@ pub fn emit_wgsl(plan: &Plan, caps: &GpuCaps) -> Result<GpuProgram, EmitError> {
                     dtype: buffers[buf].dtype,
                     labels: s.indices.clone(),
                     strides: dense_strides(&tsizes),
+                    offset: 0,
                 }
             }
             Op::Const(x) => {
@@ -261,11 +429,13 @@ pub fn emit_wgsl(plan: &Plan, caps: &GpuCaps) -> Result<GpuProgram, EmitError> {
                     dtype: s.dtype,
                     labels: vec![],
                     strides: vec![],
+                    offset: 0,
                 }
             }
             Op::Store { tensor, arg } => {
                 let a = get(arg)?;
                 let dense = a.strides == dense_strides(&sizes)
+                    && a.offset == 0
                     && a.labels == s.indices
                     && a.dtype == s.dtype
                     && buffers[a.buf].role == BufferRole::Temp;
@@ -284,8 +454,14 @@ pub fn emit_wgsl(plan: &Plan, caps: &GpuCaps) -> Result<GpuProgram, EmitError> {
                         dtype: s.dtype,
                         labels: s.indices.clone(),
                         strides: dense_strides(&sizes),
+                        offset: 0,
                     };
-                    kernels.extend(loops::copy(plan, k, &out, &a, caps)?);
+                    let at = At {
+                        index: k,
+                        step: s,
+                        name: format!("s{k}"),
+                    };
+                    kernels.extend(loops::copy(plan, &at, &out, &a, caps)?);
                     out.buf
                 };
                 buffers[buf].role = BufferRole::Result(*tensor);
@@ -295,7 +471,28 @@ pub fn emit_wgsl(plan: &Plan, caps: &GpuCaps) -> Result<GpuProgram, EmitError> {
                     dtype: s.dtype,
                     labels: s.indices.clone(),
                     strides: dense_strides(&sizes),
+                    offset: 0,
                 }
+            }
+            Op::SliceSum { args, sliced, body } => {
+                let args: Vec<Layout> = args.iter().map(get).collect::<Result<_, _>>()?;
+                let buf = pool.take(&mut buffers, s.dtype, len.max(1));
+                let out = Layout {
+                    buf,
+                    dtype: s.dtype,
+                    labels: s.indices.clone(),
+                    strides: dense_strides(&sizes),
+                    offset: 0,
+                };
+                let mut e = Emitter {
+                    plan,
+                    caps,
+                    pool: &mut pool,
+                    buffers: &mut buffers,
+                    kernels: &mut kernels,
+                };
+                e.slice_sum(k, &out, &args, sliced, body)?;
+                out
             }
             op => {
                 let args: Vec<Layout> = op.args().iter().map(get).collect::<Result<_, _>>()?;
@@ -305,27 +502,21 @@ pub fn emit_wgsl(plan: &Plan, caps: &GpuCaps) -> Result<GpuProgram, EmitError> {
                     dtype: s.dtype,
                     labels: s.indices.clone(),
                     strides: dense_strides(&sizes),
+                    offset: 0,
                 };
-                let ks = match op {
-                    Op::Contract { .. } if plan.semiring == Semiring::SumProduct => {
-                        match gemm::contract(plan, k, &out, &args[0], &args[1], caps)? {
-                            Some(g) if g.splits > 1 => {
-                                let part = pool.take(&mut buffers, s.dtype, g.splits * g.total);
-                                let mut kern = g.kernel;
-                                kern.bindings[0].buffer = part;
-                                let sum = gemm::reduce_splits(
-                                    k, buf, part, g.total, g.splits, s.dtype, caps,
-                                )?;
-                                pool.free(part);
-                                vec![kern, sum]
-                            }
-                            Some(g) => vec![g.kernel],
-                            None => loops::step(plan, k, &out, &args, caps)?,
-                        }
-                    }
-                    _ => loops::step(plan, k, &out, &args, caps)?,
+                let at = At {
+                    index: k,
+                    step: s,
+                    name: format!("s{k}"),
                 };
-                kernels.extend(ks);
+                let mut e = Emitter {
+                    plan,
+                    caps,
+                    pool: &mut pool,
+                    buffers: &mut buffers,
+                    kernels: &mut kernels,
+                };
+                e.compute(&at, &out, &args)?;
                 out
             }
         };
