@@ -35,7 +35,7 @@ for name, r in einc.items():
         continue
     t = torch.get(name, {}).get("ms")
     ratio = f"{t / r['ms']:.2f}" if t else "n/a"
-    ttf = f"{r['flops'] / t / 1e9:.2f}" if t else "n/a"
+    ttf = f"{r['flops'] / t / 1e9:.3g}" if t else "n/a"
     ts = f"{t:.3f}" if t else "n/a"
     kinds = ", ".join(k.split(":")[1] for k in r["kernels"])
-    print(f"| {name} | {r['ms']:.3f} | {ts} | {ratio} | {r['tflops']:.2f} | {ttf} | {r['max_rel_err']:.1e} | {kinds} |")
+    print(f"| {name} | {r['ms']:.3f} | {ts} | {ratio} | {r['tflops']:.3g} | {ttf} | {r['max_rel_err']:.1e} | {kinds} |")

@@ -69,6 +69,7 @@ pub fn compile_with(
         shapes: shapes.to_vec(),
         options: ExecOptions::default(),
         prepared: None,
+        gpu: Default::default(),
     })
 }
 
@@ -163,6 +164,9 @@ pub struct Expression {
     options: ExecOptions,
     /// The constant part, computed at compile time ([`compile_with_constants`]).
     prepared: Option<Arc<einc_runtime::exec::Prepared>>,
+    /// The GPU executable (kernels, pipelines, buffers), built on the first GPU run and
+    /// kept by every clone.
+    gpu: Arc<std::sync::OnceLock<Arc<einc_runtime::gpu::GpuExecutable>>>,
 }
 
 impl Expression {
@@ -205,6 +209,7 @@ impl Expression {
         check_shapes(&self.shapes, operands)?;
         let plan = &self.compiled.plan;
         let (mut outs, stats) = match &self.prepared {
+            None if self.options.target == einc_runtime::Target::Gpu => self.run_gpu(operands),
             None => execute_views(plan, operands, &self.options),
             Some(pre) => einc_runtime::exec::execute_prepared(plan, pre, operands, &self.options),
         }
@@ -213,6 +218,31 @@ impl Expression {
             .pop()
             .ok_or_else(|| Error::Internal("einsum plan produced no output".into()))?;
         Ok((out, stats))
+    }
+
+    /// Runs on the GPU, building the executable on the first call.
+    fn run_gpu(
+        &self,
+        operands: &[TensorView<'_>],
+    ) -> Result<(Vec<TensorData>, ExecStats), einc_runtime::ExecError> {
+        let start = std::time::Instant::now();
+        let exe = match self.gpu.get() {
+            Some(e) => e.clone(),
+            None => {
+                let gpu = einc_runtime::gpu::gpu()?;
+                let e = Arc::new(einc_runtime::gpu::GpuExecutable::new(
+                    gpu,
+                    &self.compiled.plan,
+                )?);
+                self.gpu.get_or_init(|| e).clone()
+            }
+        };
+        let outs = exe.run(operands)?;
+        let stats = ExecStats {
+            total: start.elapsed(),
+            ..Default::default()
+        };
+        Ok((outs, stats))
     }
 
     /// The same expression with other execution options (threads, stats).

@@ -579,3 +579,29 @@ fn intermediates_over_the_binding_limit_are_sliced() {
     }
     assert_eq!(replanned, 4);
 }
+
+/// `einc::Expression` with the GPU target: compiled once, run many times on new arrays.
+#[test]
+fn expression_runs_repeatedly_on_the_gpu() {
+    if device("expression_runs_repeatedly_on_the_gpu").is_none() {
+        return;
+    }
+    let shapes = vec![vec![3, 40, 36], vec![3, 36, 41]];
+    let expr = einc::compile("bij,bjk->bik", &shapes, &[DType::F32, DType::F32])
+        .expect("compile")
+        .with_options(einc::ExecOptions {
+            target: einc::Target::Gpu,
+            ..Default::default()
+        });
+    let cpu = einc::compile("bij,bjk->bik", &shapes, &[DType::F32, DType::F32]).expect("compile");
+    for seed in 0..3 {
+        let inputs: Vec<TensorData> = shapes
+            .iter()
+            .enumerate()
+            .map(|(k, s)| filled(DType::F32, s, k + 3 * seed))
+            .collect();
+        let got = expr.run_dyn(inputs.clone()).expect("gpu run");
+        let want = cpu.run_dyn(inputs).expect("cpu run");
+        assert!(rel_err(&got, &want) <= tol(DType::F32));
+    }
+}

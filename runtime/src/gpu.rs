@@ -216,6 +216,18 @@ pub struct GpuExecutable {
     plan: Plan,
     buffers: Vec<wgpu::Buffer>,
     steps: Vec<(wgpu::ComputePipeline, wgpu::BindGroup, [u32; 3])>,
+    /// One run at a time: runs share the buffers.
+    busy: Mutex<()>,
+}
+
+impl std::fmt::Debug for GpuExecutable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuExecutable")
+            .field("device", &self.gpu.describe())
+            .field("kernels", &self.program.kernels.len())
+            .field("buffers", &self.program.buffers.len())
+            .finish()
+    }
 }
 
 impl GpuExecutable {
@@ -315,6 +327,7 @@ impl GpuExecutable {
             plan: plan.clone(),
             buffers,
             steps,
+            busy: Mutex::new(()),
         })
     }
 
@@ -387,6 +400,10 @@ impl GpuExecutable {
 
     /// Runs the kernels and reads the program's outputs back.
     pub fn run(&self, inputs: &[TensorView<'_>]) -> Result<Vec<TensorData>, ExecError> {
+        let _one_at_a_time = self
+            .busy
+            .lock()
+            .map_err(|_| ExecError("internal error: a GPU run panicked".into()))?;
         self.upload(inputs)?;
         let p = &self.plan.program;
         let dev = &self.gpu.device;
