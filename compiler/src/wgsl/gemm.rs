@@ -479,7 +479,13 @@ fn source(
     );
     let _ = writeln!(s, "  let tx = lid % {txn}u;\n  let ty = lid / {txn}u;");
     // A slice of a larger operand starts at its offset.
-    let start = |o: u64| if o == 0 { String::new() } else { format!("{o}u + ") };
+    let start = |o: u64| {
+        if o == 0 {
+            String::new()
+        } else {
+            format!("{o}u + ")
+        }
+    };
     let _ = writeln!(
         s,
         "  let abase = {}a_b(bb);\n  let bbase = {}b_b(bb);",
