@@ -263,7 +263,7 @@ pub(super) fn fired(r: &OptimizeReport, rule: &str) -> usize {
 
 /// Saturates `p` with the pass's rules and returns the e-graph and statement roots.
 pub(super) fn saturate(p: &Program) -> (EGraph<ENode, IrAnalysis>, Vec<Id>) {
-    let (runner, encoded) = runner_for(p, &OptimizeConfig::default());
+    let (runner, encoded) = runner_for(p, &OptimizeConfig::default(), &[]);
     let runner = runner.run(&rules::rules());
     let roots = encoded
         .roots
