@@ -23,6 +23,8 @@ mod softmax;
 mod testkit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_rules;
 
 use crate::ir::{Expr, Program, TensorId, TensorKind};
 use egg::{EGraph, Runner, SimpleScheduler, StopReason};

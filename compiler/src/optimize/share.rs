@@ -49,6 +49,26 @@ pub fn share(eg: &mut EG, class: Id, node: &ENode) -> Vec<Id> {
     if !roots.contains(&class) {
         return Vec::new();
     }
+    // Only the flattest product of each statement (most factors; the least node among
+    // equals) is compared: the sub-products this rule builds are less flat, so they never
+    // seed further sharing, which bounds the rule to a few nodes per pair of statements.
+    let flattest = |eg: &EG, c: Id| -> Option<ENode> {
+        eg[c]
+            .nodes
+            .iter()
+            .filter(|n| n.as_product().is_some())
+            .max_by(|a, b| {
+                let (fa, fb) = (
+                    a.as_product().map_or(0, |p| p.0.len()),
+                    b.as_product().map_or(0, |p| p.0.len()),
+                );
+                fa.cmp(&fb).then_with(|| b.cmp(a))
+            })
+            .cloned()
+    };
+    if flattest(eg, class).as_ref() != Some(node) {
+        return Vec::new();
+    }
     let factors: Vec<Id> = factors.iter().map(|&f| eg.find(f)).collect();
     let summed = summed.to_vec();
     // Partners: other product nodes that read one of our factors.
@@ -59,7 +79,7 @@ pub fn share(eg: &mut EG, class: Id, node: &ENode) -> Vec<Id> {
             if p == class || !roots.contains(&p) {
                 continue;
             }
-            for (pf, ps) in eg[p].nodes.iter().filter_map(ENode::as_product) {
+            if let Some((pf, ps)) = flattest(eg, p).as_ref().and_then(ENode::as_product) {
                 let pf: Vec<Id> = pf.iter().map(|&c| eg.find(c)).collect();
                 if !partners.iter().any(|(q, s)| *q == pf && s == ps) {
                     partners.push((pf, ps.to_vec()));

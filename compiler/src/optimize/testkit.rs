@@ -232,12 +232,20 @@ pub(super) fn check(p: &Program, cfg: &OptimizeConfig) -> (Program, OptimizeRepo
         (&p.indices, &p.tensors, &p.outputs)
     );
     let (before, after) = (run(p), run(&out));
-    for s in &p.stmts {
+    // Statements folded into their readers may be gone; outputs never are.
+    for o in &p.outputs {
+        assert!(after.contains_key(o), "output {o:?} lost");
+    }
+    for s in p.stmts.iter().filter(|s| after.contains_key(&s.target)) {
         for (x, y) in before[&s.target].data.iter().zip(&after[&s.target].data) {
             assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{x} != {y}");
         }
     }
     let (out2, report2) = optimize(p, cfg);
+    // A run cut short by the clock is not reproducible; every other one must be.
+    if report.stop_reason == "time limit" || report2.stop_reason == "time limit" {
+        return (out, report);
+    }
     assert_eq!(format!("{out:?}"), format!("{out2:?}"));
     assert_eq!(
         format!(
