@@ -10,11 +10,12 @@
 
 use einc_compiler::dump;
 use einc_compiler::ir::TensorId;
+use einc_compiler::optimize;
 use einc_compiler::pipeline::{self, CompileConfig};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 fn shared_dir() -> String {
     std::env::var("EINC_SHARED")
@@ -165,21 +166,32 @@ fn lattice(rows: usize, cols: usize) {
     let _ = writeln!(s, "Y[x] = {}", factors.join(" * "));
     let _ = writeln!(s, "output Y");
     let (_, checked) = pipeline::check_ein(&s).unwrap_or_else(|d| panic!("lattice: {}", d.message));
-    let cfg = CompileConfig::default();
-    let mut best_time = f64::INFINITY;
-    let mut flops = 0.0;
-    let mut stop = String::new();
-    for _ in 0..3 {
-        let t = Instant::now();
-        let c = pipeline::compile_ein(&checked, &BTreeMap::new(), &cfg)
-            .unwrap_or_else(|e| panic!("lattice: {e}"));
-        best_time = best_time.min(t.elapsed().as_secs_f64());
-        flops = c.plan.flops();
-        stop = c.report.map(|r| r.stop_reason).unwrap_or_default();
+    // The default order search (hyper, 512 trials at this size), then the same with a
+    // time budget for the search.
+    for budget in [None, Some(Duration::from_millis(800))] {
+        let mut cfg = CompileConfig::default();
+        cfg.plan.limits.time_limit = budget;
+        let mut best_time = f64::INFINITY;
+        let mut egraph_time = f64::INFINITY;
+        let mut flops = 0.0;
+        let mut stop = String::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            let c = pipeline::compile_ein(&checked, &BTreeMap::new(), &cfg)
+                .unwrap_or_else(|e| panic!("lattice: {e}"));
+            best_time = best_time.min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            let (_, r) = optimize::optimize(&c.ir, &cfg.optimize);
+            egraph_time = egraph_time.min(t.elapsed().as_secs_f64());
+            flops = c.plan.flops();
+            stop = r.stop_reason;
+        }
+        println!(
+            "\n{rows}x{cols} lattice ({} tensors, bond 2), order-search budget {budget:?}: \
+             optimizer time {:.1} ms (e-graph pass {:.2} ms: {stop}), plan flops {flops:.4e}",
+            rows * cols,
+            best_time * 1e3,
+            egraph_time * 1e3,
+        );
     }
-    println!(
-        "\n{rows}x{cols} lattice ({} tensors, bond 2): optimizer time {:.1} ms, plan flops {flops:.4e}, e-graph: {stop}",
-        rows * cols,
-        best_time * 1e3
-    );
 }

@@ -156,42 +156,119 @@ pub fn acyclic(eg: &EG, sel: &Selection, roots: &[Id]) -> bool {
         .all(|&r| visit(eg, sel, eg.find(r), &mut state))
 }
 
+/// DAG cost of a selection from `roots`: every reached class's own cost once, and the
+/// number of classes reached (fewer kernels break ties). `None` for a cyclic or partial
+/// selection.
+fn dag_cost(eg: &EG, costed: &Costed, sel: &Selection, roots: &[Id]) -> Option<(f64, f64, usize)> {
+    if !acyclic(eg, sel, roots) {
+        return None;
+    }
+    let mut seen = HashSet::new();
+    let mut stack: Vec<Id> = roots.iter().map(|&r| eg.find(r)).collect();
+    let (mut per_call, mut once) = (0.0, 0.0);
+    while let Some(c) = stack.pop() {
+        if !seen.insert(c) {
+            continue;
+        }
+        let node = sel.get(&c)?;
+        let own = costed.own[&c].iter().find(|(n, _)| n == node)?.1;
+        per_call += own.per_call;
+        once += own.once;
+        stack.extend(node.children().iter().map(|&k| eg.find(k)));
+    }
+    Some((per_call, once, seen.len()))
+}
+
+/// Local improvement of a selection by its DAG cost: one class at a time, another node
+/// whose children all have a choice replaces the chosen one when the whole DAG from
+/// `roots` gets cheaper, or as cheap with fewer classes. Tree-cost extraction, above all
+/// with sharing discounts, can leave a needless split (a sum over an outer product where
+/// the plain contraction costs the same); this removes it. Bounded passes.
+pub fn polish(eg: &EG, costed: &Costed, mut sel: Selection, roots: &[Id]) -> Selection {
+    const MAX_POLISH_PASSES: usize = 4;
+    let Some(mut best) = dag_cost(eg, costed, &sel, roots) else {
+        return sel;
+    };
+    for _ in 0..MAX_POLISH_PASSES {
+        let mut improved = false;
+        let mut classes: Vec<Id> = sel.keys().copied().collect();
+        classes.sort();
+        for class in classes {
+            for (node, _) in &costed.own[&class] {
+                if sel.get(&class) == Some(node)
+                    || !node
+                        .children()
+                        .iter()
+                        .all(|&k| sel.contains_key(&eg.find(k)))
+                {
+                    continue;
+                }
+                let old = sel.insert(class, node.clone());
+                match dag_cost(eg, costed, &sel, roots) {
+                    Some(c) if (c.0, c.1, c.2) < (best.0, best.1, best.2) => {
+                        best = c;
+                        improved = true;
+                    }
+                    _ => {
+                        if let Some(o) = old {
+                            sel.insert(class, o);
+                        }
+                    }
+                }
+            }
+        }
+        if !improved {
+            break;
+        }
+    }
+    sel
+}
+
 /// The model's total over a program, as a DAG: every expression reachable from a
 /// statement counts once however many parents use it; `(per call, once)`. Reads of
 /// results are free (their statements are counted themselves). `constants` are the
 /// constant inputs.
 pub fn program_cost(p: &Program, constants: &[TensorId]) -> (f64, f64) {
+    statement_costs(p, constants)
+        .iter()
+        .fold((0.0, 0.0), |a, c| (a.0 + c.0, a.1 + c.1))
+}
+
+/// [`program_cost`] split by statement, in statement order: an expression shared by
+/// several statements counts in the first one.
+pub fn statement_costs(p: &Program, constants: &[TensorId]) -> Vec<(f64, f64)> {
     let (mut eg, enc) = super::encoded_graph(p, constants);
     eg.rebuild();
     let mut model = CostModel::default();
     let mut seen = vec![false; p.exprs.len()];
-    let mut total = (0.0, 0.0);
-    let mut stack: Vec<ExprId> = p.stmts.iter().map(|s| s.value).collect();
-    while let Some(e) = stack.pop() {
-        if std::mem::replace(&mut seen[e.index()], true) {
-            continue;
-        }
-        let Some(class) = enc.expr_class[e.index()] else {
-            continue;
-        };
-        let class = eg.find(class);
-        let node = enc.expr_node[e.index()]
-            .clone()
-            .map(|n| n.map_children(|c| eg.find(c)));
-        if let Some(node) = node {
+    let mut out = Vec::with_capacity(p.stmts.len());
+    for s in &p.stmts {
+        let mut total = (0.0, 0.0);
+        let mut stack = vec![s.value];
+        while let Some(e) = stack.pop() {
+            if std::mem::replace(&mut seen[e.index()], true) {
+                continue;
+            }
+            let (Some(class), Some(node)) = (enc.expr_class[e.index()], &enc.expr_node[e.index()])
+            else {
+                continue;
+            };
+            let class = eg.find(class);
+            let node = node.clone().map_children(|c| eg.find(c));
             let c = model.node(&eg, class, &node);
             total.0 += c.per_call;
             total.1 += c.once;
-        }
-        match &p.exprs[e] {
-            Expr::Product { factors: k, .. } | Expr::Add(k) | Expr::Map { args: k, .. } => {
-                stack.extend(k.iter().copied())
+            match &p.exprs[e] {
+                Expr::Product { factors: k, .. } | Expr::Add(k) | Expr::Map { args: k, .. } => {
+                    stack.extend(k.iter().copied())
+                }
+                Expr::Reduce { arg, .. } => stack.push(*arg),
+                Expr::Ref { .. } | Expr::Const(_) => {}
             }
-            Expr::Reduce { arg, .. } => stack.push(*arg),
-            Expr::Ref { .. } | Expr::Const(_) => {}
         }
+        out.push(total);
     }
-    total
+    out
 }
 
 /// Builds the output program from a selection: the input's indices, tensors and

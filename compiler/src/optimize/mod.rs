@@ -33,7 +33,7 @@ use lang::{ENode, IrAnalysis};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub use extract::program_cost;
+pub use extract::{program_cost, statement_costs};
 
 /// Bounds on the equality-saturation run, and what the cost model needs to know.
 #[derive(Clone, Debug, PartialEq)]
@@ -84,6 +84,36 @@ pub struct OptimizeReport {
     /// Which extraction won: "plain", "shared" (children discounted by the statements
     /// sharing them) or "input" (nothing cheaper was found).
     pub extraction: String,
+    /// Per input statement, in order: its target's name, its (per call, once) cost in
+    /// the input, and in the output (`None` when its value was folded into its readers
+    /// and the statement dropped). Work shared by statements counts in the first.
+    pub statements: Vec<StatementReport>,
+}
+
+/// One statement's line of [`OptimizeReport::statements`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatementReport {
+    pub target: String,
+    pub before: (f64, f64),
+    pub after: Option<(f64, f64)>,
+}
+
+fn statement_reports(p: &Program, out: &Program, constants: &[TensorId]) -> Vec<StatementReport> {
+    let before = statement_costs(p, constants);
+    let after = statement_costs(out, constants);
+    p.stmts
+        .iter()
+        .zip(before)
+        .map(|(s, b)| StatementReport {
+            target: p.tensors[s.target].name.clone(),
+            before: b,
+            after: out
+                .stmts
+                .iter()
+                .position(|o| o.target == s.target)
+                .map(|k| after[k]),
+        })
+        .collect()
 }
 
 /// The constant inputs named in `cfg` (unknown names and results are ignored).
@@ -148,6 +178,7 @@ pub fn optimize(p: &Program, cfg: &OptimizeConfig) -> (Program, OptimizeReport) 
         once_before,
         once_after: once_before,
         extraction: "input".into(),
+        statements: Vec::new(),
     };
     let widest = widest_product(p);
     if widest > cfg.max_product_factors {
@@ -155,6 +186,7 @@ pub fn optimize(p: &Program, cfg: &OptimizeConfig) -> (Program, OptimizeReport) 
             "skipped: a product of {widest} factors (over {}), left to the order search",
             cfg.max_product_factors
         );
+        report.statements = statement_reports(p, p, &constants);
         return (p.clone(), report);
     }
 
@@ -200,12 +232,29 @@ pub fn optimize(p: &Program, cfg: &OptimizeConfig) -> (Program, OptimizeReport) 
         inlined: &encoded.inlined,
         spans: &spans,
     };
+    // The statements every extracted program keeps (see `Rebuild`): outputs, and those
+    // whose target no other statement reads or that were not inlined.
+    let kept_roots: Vec<egg::Id> = p
+        .stmts
+        .iter()
+        .zip(&encoded.roots)
+        .filter(|(s, _)| {
+            p.outputs.contains(&s.target)
+                || !encoded.inlined.contains(&s.target)
+                || !p
+                    .exprs
+                    .iter()
+                    .any(|(_, e)| matches!(e, Expr::Ref { tensor, .. } if *tensor == s.target))
+        })
+        .map(|(_, &r)| r)
+        .collect();
     let mut best: Option<(f64, f64, Program, &str)> = None;
     for (name, share) in [("plain", None), ("shared", Some(&counts))] {
         let sel: Selection = extract::select(egraph, &costed, share);
         if !extract::acyclic(egraph, &sel, &encoded.roots) {
             continue;
         }
+        let sel = extract::polish(egraph, &costed, sel, &kept_roots);
         let out = rebuild.run(&sel);
         let (c, o) = program_cost(&out, &constants);
         if best.as_ref().is_none_or(|b| (c, o) < (b.0, b.1)) {
@@ -238,6 +287,7 @@ pub fn optimize(p: &Program, cfg: &OptimizeConfig) -> (Program, OptimizeReport) 
     report.nodes = egraph.total_number_of_nodes();
     report.iterations = runner.iterations.len();
     report.stop_reason = stop_text(runner.stop_reason.as_ref(), cfg);
+    report.statements = statement_reports(p, &out, &constants);
     (out, report)
 }
 
