@@ -1,9 +1,9 @@
 //! The e-graph optimizer on the multi-statement workloads of
 //! `../shared/workloads/egraph_workloads.json` (issue 6): per program, the naive and the
 //! best known per-call cost (opt_einsum's `opt_cost`, constants' precomputation not
-//! counted), einc's per-call plan cost and the optimizer's time (e-graph + order search
-//! + planning), as a markdown table. Also times a 200-tensor network, where the e-graph
-//! must step aside for the order search.
+//! counted), einc's per-call plan cost and the optimizer's time (e-graph, order search
+//! and planning), as a markdown table. Also times a 200-tensor network, where the
+//! e-graph must step aside for the order search.
 //!
 //! `cargo bench -p einc-compiler --bench egraph` (set `EINC_SHARED` to the shared
 //! directory when it is not `../shared` from the repository root).
@@ -11,6 +11,7 @@
 use einc_compiler::dump;
 use einc_compiler::ir::TensorId;
 use einc_compiler::optimize;
+use einc_compiler::order::Optimizer;
 use einc_compiler::pipeline::{self, CompileConfig};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -166,10 +167,16 @@ fn lattice(rows: usize, cols: usize) {
     let _ = writeln!(s, "Y[x] = {}", factors.join(" * "));
     let _ = writeln!(s, "output Y");
     let (_, checked) = pipeline::check_ein(&s).unwrap_or_else(|d| panic!("lattice: {}", d.message));
-    // The default order search (hyper, 512 trials at this size), then the same with a
-    // time budget for the search.
-    for budget in [None, Some(Duration::from_millis(800))] {
+    // The default order search (hyper, 512 trials at this size), the same with a time
+    // budget for the search, and opt_einsum's greedy.
+    let runs = [
+        (Optimizer::Auto, None),
+        (Optimizer::Auto, Some(Duration::from_millis(300))),
+        (Optimizer::Greedy, None),
+    ];
+    for (optimizer, budget) in runs {
         let mut cfg = CompileConfig::default();
+        cfg.plan.optimizer = optimizer;
         cfg.plan.limits.time_limit = budget;
         let mut best_time = f64::INFINITY;
         let mut egraph_time = f64::INFINITY;
@@ -187,7 +194,7 @@ fn lattice(rows: usize, cols: usize) {
             stop = r.stop_reason;
         }
         println!(
-            "\n{rows}x{cols} lattice ({} tensors, bond 2), order-search budget {budget:?}: \
+            "\n{rows}x{cols} lattice ({} tensors, bond 2), order search {optimizer}, budget {budget:?}: \
              optimizer time {:.1} ms (e-graph pass {:.2} ms: {stop}), plan flops {flops:.4e}",
             rows * cols,
             best_time * 1e3,

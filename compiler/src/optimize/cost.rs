@@ -31,11 +31,14 @@ pub struct NodeCost {
     pub once: f64,
 }
 
-/// Memoised cost of product nodes; the key is (operand index lists, output, constant
-/// mask).
+/// A product as the order search sees it: (operand index lists, output, which operands
+/// are constant).
+type ProductKey = (Vec<Vec<u32>>, Vec<u32>, Vec<bool>);
+
+/// Memoised cost of product nodes.
 #[derive(Default)]
 pub struct CostModel {
-    memo: HashMap<(Vec<Vec<u32>>, Vec<u32>, Vec<bool>), NodeCost>,
+    memo: HashMap<ProductKey, NodeCost>,
 }
 
 fn elements(idx: &[IndexId], sizes: &[u64]) -> f64 {

@@ -119,7 +119,7 @@ fn statement_reports(p: &Program, out: &Program, constants: &[TensorId]) -> Vec<
 /// The constant inputs named in `cfg` (unknown names and results are ignored).
 fn constant_ids(p: &Program, cfg: &OptimizeConfig) -> Vec<TensorId> {
     p.inputs()
-        .filter(|(_, t)| cfg.constants.iter().any(|c| *c == t.name))
+        .filter(|(_, t)| cfg.constants.contains(&t.name))
         .map(|(h, _)| h)
         .collect()
 }
