@@ -14,7 +14,14 @@ use num_complex::Complex64;
 use std::collections::BTreeMap;
 
 /// (name, inputs as `name:indices`, constants, statements), as in the workload file.
-const PROGRAMS: &[(&str, &[&str], &[&str], &[&str])] = &[
+type Workload = (
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
+const PROGRAMS: &[Workload] = &[
     (
         "tfno_cp",
         &["X:bixy", "lam:r", "A:ir", "B:or", "C:xr", "E:yr"],

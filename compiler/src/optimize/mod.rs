@@ -98,8 +98,13 @@ pub struct StatementReport {
     pub after: Option<(f64, f64)>,
 }
 
-fn statement_reports(p: &Program, out: &Program, constants: &[TensorId]) -> Vec<StatementReport> {
-    let before = statement_costs(p, constants);
+/// `before`: [`statement_costs`] of `p`.
+fn statement_reports(
+    p: &Program,
+    before: Vec<(f64, f64)>,
+    out: &Program,
+    constants: &[TensorId],
+) -> Vec<StatementReport> {
     let after = statement_costs(out, constants);
     p.stmts
         .iter()
@@ -165,7 +170,10 @@ fn widest_product(p: &Program) -> usize {
 /// gives byte-for-byte the same output.
 pub fn optimize(p: &Program, cfg: &OptimizeConfig) -> (Program, OptimizeReport) {
     let constants = constant_ids(p, cfg);
-    let (cost_before, once_before) = program_cost(p, &constants);
+    let before = statement_costs(p, &constants);
+    let (cost_before, once_before) = before
+        .iter()
+        .fold((0.0, 0.0), |a, c| (a.0 + c.0, a.1 + c.1));
     let rules = rules::rules();
     let mut report = OptimizeReport {
         classes: 0,
@@ -186,7 +194,16 @@ pub fn optimize(p: &Program, cfg: &OptimizeConfig) -> (Program, OptimizeReport) 
             "skipped: a product of {widest} factors (over {}), left to the order search",
             cfg.max_product_factors
         );
-        report.statements = statement_reports(p, p, &constants);
+        report.statements = p
+            .stmts
+            .iter()
+            .zip(before)
+            .map(|(s, b)| StatementReport {
+                target: p.tensors[s.target].name.clone(),
+                before: b,
+                after: Some(b),
+            })
+            .collect();
         return (p.clone(), report);
     }
 
@@ -287,7 +304,7 @@ pub fn optimize(p: &Program, cfg: &OptimizeConfig) -> (Program, OptimizeReport) 
     report.nodes = egraph.total_number_of_nodes();
     report.iterations = runner.iterations.len();
     report.stop_reason = stop_text(runner.stop_reason.as_ref(), cfg);
-    report.statements = statement_reports(p, &out, &constants);
+    report.statements = statement_reports(p, before, &out, &constants);
     (out, report)
 }
 
