@@ -428,13 +428,21 @@ fn cli_runs_on_the_gpu() {
 #[test]
 fn gemm_kernel_snapshots() {
     for (name, eq, shapes) in [
-        ("gemm_plain", "ik,kj->ij", vec![vec![256, 64], vec![64, 256]]),
+        (
+            "gemm_plain",
+            "ik,kj->ij",
+            vec![vec![256, 64], vec![64, 256]],
+        ),
         (
             "gemm_batched_permuted",
             "jib,kjb->bki",
             vec![vec![36, 40, 2], vec![41, 36, 2]],
         ),
-        ("gemm_split_k", "ik,kj->ij", vec![vec![40, 2050], vec![2050, 70]]),
+        (
+            "gemm_split_k",
+            "ik,kj->ij",
+            vec![vec![40, 2050], vec![2050, 70]],
+        ),
     ] {
         let expr = einc::compile(eq, &shapes, &vec![DType::F32; shapes.len()]).expect("compile");
         let prog = emit_wgsl(&expr.compiled().plan, &GpuCaps::default()).expect("emit");
@@ -450,7 +458,10 @@ fn gemm_kernel_snapshots() {
                 k.source
             ));
         }
-        assert!(prog.kernels.iter().any(|k| k.kind == KernelKind::Gemm), "{name}");
+        assert!(
+            prog.kernels.iter().any(|k| k.kind == KernelKind::Gemm),
+            "{name}"
+        );
         insta::assert_snapshot!(name, text);
     }
 }
