@@ -8,7 +8,7 @@
 //! whichever costs less per call (the crossover in the rank is tested).
 
 use super::lang::ENode;
-use super::rules::{frees, EG};
+use super::rules::{flattest, frees, EG};
 use egg::Id;
 
 pub const FOLD: &str = "fold-constants";
@@ -25,10 +25,15 @@ pub fn filter(n: &ENode) -> bool {
 /// the variable factors are constants for that sum; each index of `S \ S_C` is still free
 /// in a variable factor. The new sub-product depends on constants only, so its class is
 /// constant (paid once).
-pub fn fold(eg: &mut EG, _class: Id, node: &ENode) -> Vec<Id> {
+///
+/// Only the class's flattest product is folded ([`flattest`]), once.
+pub fn fold(eg: &mut EG, class: Id, node: &ENode) -> Vec<Id> {
     let Some((factors, summed)) = node.as_product() else {
         return Vec::new();
     };
+    if flattest(eg, class).as_ref() != Some(node) {
+        return Vec::new();
+    }
     let factors: Vec<Id> = factors.iter().map(|&f| eg.find(f)).collect();
     let (consts, vars): (Vec<Id>, Vec<Id>) = factors.iter().partition(|&&f| eg[f].data.constant);
     if consts.len() < 2 || vars.is_empty() {

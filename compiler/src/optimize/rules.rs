@@ -135,6 +135,19 @@ impl Applier<ENode, IrAnalysis> for NodeApplier {
     }
 }
 
+/// The flattest product node of a class (most factors; the least node among equals, for
+/// determinism). Rules that build sub-products from a product (`share`, `constants`)
+/// start only from it: the nodes they build are less flat, so they never seed further
+/// applications, which keeps those rules to a few nodes per class.
+pub(super) fn flattest(eg: &EG, class: Id) -> Option<ENode> {
+    eg[class]
+        .nodes
+        .iter()
+        .filter_map(|n| n.as_product().map(|(f, _)| (f.len(), n)))
+        .max_by(|(fa, a), (fb, b)| fa.cmp(fb).then_with(|| b.cmp(a)))
+        .map(|(_, n)| n.clone())
+}
+
 pub(super) fn frees(egraph: &EG, factors: &[Id]) -> Vec<Vec<IndexId>> {
     factors
         .iter()

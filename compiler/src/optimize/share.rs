@@ -9,7 +9,7 @@
 //! statements reaching it) decides.
 
 use super::lang::ENode;
-use super::rules::{frees, EG};
+use super::rules::{flattest, frees, EG};
 use crate::ir::IndexId;
 use egg::Id;
 
@@ -52,20 +52,6 @@ pub fn share(eg: &mut EG, class: Id, node: &ENode) -> Vec<Id> {
     // Only the flattest product of each statement (most factors; the least node among
     // equals) is compared: the sub-products this rule builds are less flat, so they never
     // seed further sharing, which bounds the rule to a few nodes per pair of statements.
-    let flattest = |eg: &EG, c: Id| -> Option<ENode> {
-        eg[c]
-            .nodes
-            .iter()
-            .filter(|n| n.as_product().is_some())
-            .max_by(|a, b| {
-                let (fa, fb) = (
-                    a.as_product().map_or(0, |p| p.0.len()),
-                    b.as_product().map_or(0, |p| p.0.len()),
-                );
-                fa.cmp(&fb).then_with(|| b.cmp(a))
-            })
-            .cloned()
-    };
     if flattest(eg, class).as_ref() != Some(node) {
         return Vec::new();
     }
