@@ -37,6 +37,9 @@ enum Emit {
     Cpu,
     /// WGSL compute kernels and a manifest.json (with -o DIR; see docs/emit-wgsl.md).
     Wgsl,
+    /// The e-graph pass: classes, nodes, iterations, stop reason, rewrites, and per
+    /// statement its cost before and after and the chosen form.
+    Egraph,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -114,6 +117,10 @@ enum Cmd {
         /// With `--emit cpu`: pairwise contractions call the `gemm` crate.
         #[arg(long)]
         gemm: bool,
+        /// An input that is a fixed weight (repeatable): work on weights alone is paid
+        /// once, so the e-graph weighs forms by their cost per call.
+        #[arg(long = "constant", value_name = "INPUT")]
+        constants: Vec<String>,
     },
     /// Run a .ein program, or a bare einsum with -e, on .npy files.
     Run {
@@ -192,8 +199,10 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
             memory_limit,
             semiring,
             gemm,
+            constants,
         } => {
-            let cfg = config(optimizer.get(), memory_limit, semiring.get())?;
+            let mut cfg = config(optimizer.get(), memory_limit, semiring.get())?;
+            cfg.optimize.constants = constants;
             if let (Emit::Wgsl, Some(dir)) = (emit, output.as_deref()) {
                 let (name, compiled) = compile_file(&file, &dims, &cfg)?;
                 return wgsl_out::write_dir(&compiled.plan, &name, dir);
@@ -343,6 +352,12 @@ fn compile_cmd(
             s
         }
         Emit::Plan => dump::dump_plan(&compiled.plan),
+        Emit::Egraph => match &compiled.report {
+            Some(r) => dump::dump_egraph(r, &compiled.opt_ir),
+            None => {
+                "egraph: not run (a single einsum, or a semiring other than sum-product)\n".into()
+            }
+        },
         Emit::Cpu => {
             let opts = einc_compiler::emit_cpu::EmitOptions { gemm };
             einc_compiler::emit_cpu::emit_cpu_with(&compiled.plan, &name, &opts)

@@ -194,6 +194,44 @@ fn compile_emits_every_stage() {
 }
 
 #[test]
+fn compile_emits_the_egraph_report_and_takes_constants() {
+    // The rank-128 CP layer: with its factors constant the dense weight is precomputed and
+    // kept; without, the factorised form wins and W is folded into Y.
+    let f = data("tests/data/egraph/tfno_cp_r128.ein");
+    let mut args = vec!["compile", f.as_str(), "--emit", "egraph"];
+    let o = einc(&args);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("stop reason: saturated"), "{text}");
+    assert!(
+        text.contains("W: ") && text.contains("folded into its readers"),
+        "{text}"
+    );
+    for c in ["lam", "A", "B", "C", "E"] {
+        args.extend(["--constant", c]);
+    }
+    let o = einc(&args);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("per call; once:"), "{text}");
+    assert!(!text.contains("folded into its readers"), "{text}");
+    assert!(
+        text.contains("Y[b, o, x, y]: f64 = sum[i](W[i, o, x, y] * X[b, i, x, y])"),
+        "{text}"
+    );
+}
+
+#[test]
 fn oversized_plans_are_refused_before_allocating() {
     let d = tmp("huge");
     let src = d.join("huge.ein");

@@ -68,6 +68,53 @@ fn ok_programs_snapshot_every_stage() {
     }
 }
 
+/// The e-graph workloads (`tests/data/egraph`, from `shared/workloads/egraph_workloads.json`
+/// at their real sizes; compiled only): a snapshot of `--emit egraph` (statistics, cost
+/// per statement, chosen form) for each, and the plan's per-call contraction flops
+/// (opt_cost; steps on the `# constants:` inputs alone excluded) within the best known
+/// cost that the file's header gives.
+#[test]
+fn egraph_workloads_snapshot_and_cost() {
+    let programs = files("egraph");
+    assert!(programs.len() >= 11, "found {}", programs.len());
+    for path in programs {
+        let source = std::fs::read_to_string(&path).expect("read");
+        let name = stem(&path);
+        let header = |key: &str| -> Option<String> {
+            source.lines().find_map(|l| {
+                l.strip_prefix("# ")
+                    .and_then(|l| l.split_once(key))
+                    .map(|(_, rest)| rest.trim().to_string())
+            })
+        };
+        let constants: Vec<String> = header("constants:")
+            .map(|c| c.split(',').map(|x| x.trim().to_string()).collect())
+            .unwrap_or_default();
+        let best: f64 = header("best known")
+            .and_then(|b| b.split_whitespace().next().and_then(|x| x.parse().ok()))
+            .unwrap_or_else(|| panic!("{name}: no best known cost in the header"));
+        let program =
+            einc::Program::parse(&rel(&path), &source).unwrap_or_else(|e| panic!("{}", e.render()));
+        let mut cfg = CompileConfig::default();
+        cfg.optimize.constants = constants.clone();
+        let compiled = program
+            .compile(&BTreeMap::new(), &cfg)
+            .unwrap_or_else(|e| panic!("{}", e.render()));
+        let report = compiled.report.as_ref().expect("the e-graph ran");
+        insta::assert_snapshot!(
+            format!("{name}.egraph"),
+            dump::dump_egraph(report, &compiled.opt_ir)
+        );
+        let ids: Vec<einc_compiler::ir::TensorId> = constants
+            .iter()
+            .filter_map(|c| compiled.plan.program.tensor_by_name(c))
+            .collect();
+        assert_eq!(ids.len(), constants.len(), "{name}: unknown constant");
+        let einc = compiled.plan.per_call_flops(&ids, true);
+        assert!(einc <= best, "{name}: einc {einc:e} > best known {best:e}");
+    }
+}
+
 #[test]
 fn err_programs_snapshot_diagnostics() {
     let err = files("err");

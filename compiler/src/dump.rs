@@ -262,7 +262,8 @@ fn dump_steps(s: &mut String, p: &crate::ir::Program, steps: &[crate::plan::Step
 }
 
 /// The e-graph pass's statistics, appended to `--emit opt-ir`. Times are left out so the
-/// text stays byte-deterministic.
+/// text stays byte-deterministic. Costs are the cost model's flops per call (work on
+/// constant inputs alone is paid once and listed separately when there is any).
 pub fn dump_report(r: &crate::optimize::OptimizeReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -276,11 +277,55 @@ pub fn dump_report(r: &crate::optimize::OptimizeReport) -> String {
         .map(|(n, k)| format!("{n}={k}"))
         .collect();
     let _ = writeln!(s, "rewrites: {}", fired.join(", "));
-    let _ = writeln!(
+    let _ = write!(
         s,
         "cost: {} -> {}",
         fmt_num(r.cost_before),
         fmt_num(r.cost_after)
     );
+    if r.once_before != 0.0 || r.once_after != 0.0 {
+        let _ = write!(
+            s,
+            " per call; once: {} -> {}",
+            fmt_num(r.once_before),
+            fmt_num(r.once_after)
+        );
+    }
+    s.push('\n');
     s
+}
+
+/// `--emit egraph`: the pass's statistics, then per statement its cost before and after
+/// (per call, and once where constants are involved) and what became of it, then the
+/// chosen program.
+pub fn dump_egraph(r: &crate::optimize::OptimizeReport, opt: &Program) -> String {
+    let mut s = dump_report(r);
+    let _ = writeln!(s, "extraction: {}", r.extraction);
+    s.push_str("statements:\n");
+    for st in &r.statements {
+        let before = fmt_pair(st.before);
+        match st.after {
+            Some(after) => {
+                let _ = writeln!(s, "  {}: {before} -> {}", st.target, fmt_pair(after));
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "  {}: {before} -> folded into its readers (not stored)",
+                    st.target
+                );
+            }
+        }
+    }
+    s.push_str("chosen form:\n");
+    s.push_str(&dump_program(opt));
+    s
+}
+
+fn fmt_pair((per_call, once): (f64, f64)) -> String {
+    if once == 0.0 {
+        fmt_num(per_call)
+    } else {
+        format!("{} (+{} once)", fmt_num(per_call), fmt_num(once))
+    }
 }

@@ -691,6 +691,7 @@ impl Plan {
     }
 }
 
+mod constants;
 mod fuse;
 #[cfg(test)]
 mod tests;

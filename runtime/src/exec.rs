@@ -254,28 +254,10 @@ fn match_inputs<'a>(
     Ok(ids.iter().copied().zip(inputs.iter().cloned()).collect())
 }
 
-/// Which steps depend on the `constants` input tensors only (a constant is also any
-/// tensor stored from constant values, when a later statement loads it).
+/// Which steps depend on the `constants` input tensors only: the compiler's
+/// [`Plan::constant_steps`], so its per-call cost model and this executor agree.
 fn constant_steps(plan: &Plan, constants: &[TensorId]) -> Vec<bool> {
-    let mut tensor_const = vec![false; plan.program.tensors.len()];
-    for t in constants {
-        tensor_const[t.index()] = true;
-    }
-    let mut out = vec![false; plan.steps.len()];
-    for (k, s) in plan.steps.iter().enumerate() {
-        out[k] = match &s.op {
-            Op::Load { tensor } => tensor_const[tensor.index()],
-            Op::Const(_) => true,
-            Op::Store { tensor, arg } => {
-                let c = out[arg.0 as usize];
-                tensor_const[tensor.index()] |= c;
-                c
-            }
-            Op::Arg(_) => false,
-            op => reads(op).all(|a| out[a]),
-        };
-    }
-    out
+    plan.constant_steps(constants)
 }
 
 /// What `run_plan` does with each step.

@@ -126,12 +126,15 @@ impl Language for ENode {
     }
 }
 
-/// Per-class facts: the free indices (sorted, distinct) and the dtype. Both are
-/// invariant under every rewrite, which `merge` checks in debug builds.
+/// Per-class facts: the free indices (sorted, distinct) and the dtype, both invariant
+/// under every rewrite (which `merge` checks in debug builds), and whether the value
+/// depends on constant inputs (fixed weights) only. A class is constant as soon as one of
+/// its nodes is: all nodes denote the same value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Data {
     pub free: Vec<IndexId>,
     pub dtype: DType,
+    pub constant: bool,
 }
 
 /// The analysis also owns the program facts that `make` and the cost model need.
@@ -141,6 +144,13 @@ pub struct IrAnalysis {
     pub sizes: Vec<u64>,
     /// dtype of each tensor, by `TensorId`.
     pub tensor_dtypes: Vec<DType>,
+    /// Per tensor: an input declared constant (a weight whose precomputation is paid
+    /// once), or a result computed from constants only. Results are marked while the
+    /// program is encoded, before any later statement reads them.
+    pub constant_tensors: Vec<bool>,
+    /// The classes of the statements' values (possibly stale ids: compare through
+    /// `find`), for rules that relate whole statements.
+    pub statement_roots: Vec<Id>,
 }
 
 /// Sorted, deduplicated union of sorted index lists.
@@ -157,6 +167,7 @@ impl Analysis<ENode> for IrAnalysis {
     fn make(egraph: &mut EGraph<ENode, Self>, enode: &ENode, _id: Id) -> Data {
         let data = |c: &Id| &egraph[*c].data;
         let children_free = || union_sorted(enode.children().iter().map(|c| &data(c).free[..]));
+        let children_constant = || enode.children().iter().all(|c| data(c).constant);
         let children_dtype = || {
             enode
                 .children()
@@ -169,10 +180,12 @@ impl Analysis<ENode> for IrAnalysis {
             ENode::Ref { tensor, indices } => Data {
                 free: union_sorted([&indices[..]]),
                 dtype: egraph.analysis.tensor_dtypes[tensor.index()],
+                constant: egraph.analysis.constant_tensors[tensor.index()],
             },
             ENode::Const(_) => Data {
                 free: Vec::new(),
                 dtype: DType::F32,
+                constant: true,
             },
             ENode::Product { summed, .. }
             | ENode::Reduce {
@@ -183,11 +196,13 @@ impl Analysis<ENode> for IrAnalysis {
                 Data {
                     free,
                     dtype: children_dtype(),
+                    constant: children_constant(),
                 }
             }
             ENode::Add(_) | ENode::Map { .. } => Data {
                 free: children_free(),
                 dtype: children_dtype(),
+                constant: children_constant(),
             },
         }
     }
@@ -199,7 +214,9 @@ impl Analysis<ENode> for IrAnalysis {
             "merged e-classes with different free indices"
         );
         debug_assert_eq!(a.dtype, b.dtype, "merged e-classes with different dtypes");
-        DidMerge(false, false)
+        let (was_a, was_b) = (a.constant, b.constant);
+        a.constant |= b.constant;
+        DidMerge(a.constant != was_a, a.constant != was_b)
     }
 }
 
@@ -207,22 +224,60 @@ impl Analysis<ENode> for IrAnalysis {
 pub struct Encoded {
     /// The e-class of each statement's value, in statement order.
     pub roots: Vec<Id>,
+    /// Result tensors whose reads `T[L]` (with exactly the statement's left-hand side
+    /// `L`) were unioned with the statement's value: the class then holds both the
+    /// stored tensor and the expression defining it, so later rewrites can inline the
+    /// definition (the factorised form) or keep it (the materialised form). Extraction
+    /// never picks such a `Ref` node; `rebuild` writes it back where the statement is
+    /// kept.
+    pub inlined: Vec<TensorId>,
     /// Each reachable original expression as a node, with its span, in encoding order:
     /// used to give extracted nodes that are unchanged their original span back.
     pub originals: Vec<(ENode, Option<Span>)>,
+    /// Per input expression: its e-class and its node (children as encoded), for
+    /// costing the input program as it is.
+    pub expr_class: Vec<Option<Id>>,
+    pub expr_node: Vec<Option<ENode>>,
 }
 
 /// Adds every statement's value to `egraph` (one e-graph for the whole program, so equal
 /// subterms of different statements land in the same class).
 pub fn encode(p: &Program, egraph: &mut EGraph<ENode, IrAnalysis>) -> Encoded {
     let mut memo: Vec<Option<Id>> = vec![None; p.exprs.len()];
+    let mut nodes: Vec<Option<ENode>> = vec![None; p.exprs.len()];
     let mut originals = Vec::new();
-    let roots = p
-        .stmts
-        .iter()
-        .map(|s| encode_expr(p, s.value, egraph, &mut memo, &mut originals))
-        .collect();
-    Encoded { roots, originals }
+    let mut roots = Vec::with_capacity(p.stmts.len());
+    let mut inlined = Vec::new();
+    for s in &p.stmts {
+        let root = encode_expr(p, s.value, egraph, &mut memo, &mut nodes, &mut originals);
+        roots.push(root);
+        let root = egraph.find(root);
+        if egraph[root].data.constant {
+            egraph.analysis.constant_tensors[s.target.index()] = true;
+        }
+        // Sound: the statement stores exactly this value under these indices, so the
+        // read `T[L]` and the value are equal terms with the same free indices. A read
+        // with other indices (a transpose, a diagonal) would need renaming and stays a
+        // plain leaf; so does a target whose declared dtype differs from the value's.
+        let t = &p.tensors[s.target];
+        if t.dtype == egraph[root].data.dtype {
+            let read = egraph.add(ENode::Ref {
+                tensor: s.target,
+                indices: s.indices.clone(),
+            });
+            egraph.union(read, root);
+            inlined.push(s.target);
+        }
+    }
+    egraph.rebuild();
+    egraph.analysis.statement_roots = roots.clone();
+    Encoded {
+        roots,
+        inlined,
+        originals,
+        expr_class: memo,
+        expr_node: nodes,
+    }
 }
 
 fn encode_expr(
@@ -230,12 +285,13 @@ fn encode_expr(
     e: ExprId,
     egraph: &mut EGraph<ENode, IrAnalysis>,
     memo: &mut [Option<Id>],
+    nodes: &mut [Option<ENode>],
     originals: &mut Vec<(ENode, Option<Span>)>,
 ) -> Id {
     if let Some(id) = memo[e.index()] {
         return id;
     }
-    let mut enc = |c: &ExprId| encode_expr(p, *c, egraph, memo, originals);
+    let mut enc = |c: &ExprId| encode_expr(p, *c, egraph, memo, nodes, originals);
     let sorted = |v: &[IndexId]| union_sorted([v]);
     let node = match &p.exprs[e] {
         Expr::Ref { tensor, indices } => ENode::Ref {
@@ -259,7 +315,8 @@ fn encode_expr(
         },
     };
     let id = egraph.add(node.clone());
-    originals.push((node, p.expr_spans.get(e.index()).copied().flatten()));
+    originals.push((node.clone(), p.expr_spans.get(e.index()).copied().flatten()));
+    nodes[e.index()] = Some(node);
     memo[e.index()] = Some(id);
     id
 }

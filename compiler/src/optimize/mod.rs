@@ -11,28 +11,43 @@
 //! Contraction order inside a product is deliberately *not* explored here (no
 //! associativity rule): `order::search` chooses it later.
 
+mod constants;
+mod cost;
 mod extract;
+mod factor;
 mod lang;
 mod rules;
+mod share;
+mod softmax;
 #[cfg(test)]
 mod testkit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_rules;
 
-use crate::ir::Program;
-use egg::{Extractor, Runner, SimpleScheduler, StopReason};
+use crate::ir::{Expr, Program, TensorId, TensorKind};
+use egg::{EGraph, Runner, SimpleScheduler, StopReason};
+use extract::{Rebuild, Selection};
 use lang::{ENode, IrAnalysis};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub use extract::program_cost;
+pub use extract::{program_cost, statement_costs};
 
-/// Bounds on the equality-saturation run.
+/// Bounds on the equality-saturation run, and what the cost model needs to know.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OptimizeConfig {
     pub node_limit: usize,
     pub iter_limit: usize,
     pub time_limit: Duration,
+    /// Names of the input tensors that are fixed weights: work on them alone is paid
+    /// once (precomputed), not per call, so it does not count in the per-call cost.
+    pub constants: Vec<String>,
+    /// A program with a product of more factors than this skips the e-graph: its cost is
+    /// the contraction order, which `order::search` finds on its own, and costing every
+    /// variant of such a product would take longer than the search itself.
+    pub max_product_factors: usize,
 }
 
 impl Default for OptimizeConfig {
@@ -41,33 +56,158 @@ impl Default for OptimizeConfig {
             node_limit: 10_000,
             iter_limit: 16,
             time_limit: Duration::from_millis(200),
+            constants: Vec::new(),
+            max_product_factors: 32,
         }
     }
 }
 
-/// What the run did, for `--stats`-style reporting and tests.
+/// What the run did, for `--emit egraph` / `opt-ir` reporting and tests.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OptimizeReport {
     /// e-classes and e-nodes when the run stopped.
     pub classes: usize,
     pub nodes: usize,
     pub iterations: usize,
-    /// "saturated", "node limit N", "iteration limit", "time limit", or egg's message.
+    /// "saturated", "node limit N", "iteration limit", "time limit", "skipped: ...", or
+    /// egg's message.
     pub stop_reason: String,
     /// Every rule with the number of unions it caused (0 if it never fired), in a fixed
     /// order.
     pub rewrites_applied: Vec<(String, usize)>,
-    /// [`program_cost`] of the input and of the returned program.
+    /// Per-call [`program_cost`] of the input and of the returned program.
     pub cost_before: f64,
     pub cost_after: f64,
+    /// The cost paid once, on constant inputs alone, before and after.
+    pub once_before: f64,
+    pub once_after: f64,
+    /// Which extraction won: "plain", "shared" (children discounted by the statements
+    /// sharing them) or "input" (nothing cheaper was found).
+    pub extraction: String,
+    /// Per input statement, in order: its target's name, its (per call, once) cost in
+    /// the input, and in the output (`None` when its value was folded into its readers
+    /// and the statement dropped). Work shared by statements counts in the first.
+    pub statements: Vec<StatementReport>,
+}
+
+/// One statement's line of [`OptimizeReport::statements`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatementReport {
+    pub target: String,
+    pub before: (f64, f64),
+    pub after: Option<(f64, f64)>,
+}
+
+/// `before`: [`statement_costs`] of `p`.
+fn statement_reports(
+    p: &Program,
+    before: Vec<(f64, f64)>,
+    out: &Program,
+    constants: &[TensorId],
+) -> Vec<StatementReport> {
+    let after = statement_costs(out, constants);
+    p.stmts
+        .iter()
+        .zip(before)
+        .map(|(s, b)| StatementReport {
+            target: p.tensors[s.target].name.clone(),
+            before: b,
+            after: out
+                .stmts
+                .iter()
+                .position(|o| o.target == s.target)
+                .map(|k| after[k]),
+        })
+        .collect()
+}
+
+/// The constant inputs named in `cfg` (unknown names and results are ignored).
+fn constant_ids(p: &Program, cfg: &OptimizeConfig) -> Vec<TensorId> {
+    p.inputs()
+        .filter(|(_, t)| cfg.constants.contains(&t.name))
+        .map(|(h, _)| h)
+        .collect()
+}
+
+/// An e-graph holding `p`'s statements, nothing rewritten yet.
+fn encoded_graph(
+    p: &Program,
+    constants: &[TensorId],
+) -> (EGraph<ENode, IrAnalysis>, lang::Encoded) {
+    let mut eg = EGraph::new(analysis(p, constants));
+    let enc = lang::encode(p, &mut eg);
+    (eg, enc)
+}
+
+fn analysis(p: &Program, constants: &[TensorId]) -> IrAnalysis {
+    IrAnalysis {
+        sizes: p.indices.iter().map(|(_, i)| i.size).collect(),
+        tensor_dtypes: p.tensors.iter().map(|(_, t)| t.dtype).collect(),
+        constant_tensors: p
+            .tensors
+            .iter()
+            .map(|(h, t)| t.kind == TensorKind::Input && constants.contains(&h))
+            .collect(),
+        statement_roots: Vec::new(),
+    }
+}
+
+/// The largest product of `p`, in factors.
+fn widest_product(p: &Program) -> usize {
+    p.exprs
+        .iter()
+        .map(|(_, e)| match e {
+            Expr::Product { factors, .. } => factors.len(),
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Optimises `p` by equality saturation bounded by `cfg`, returning an equivalent program
-/// (same indices, tensors, statement targets and outputs; a new expression arena) and a
-/// report. Deterministic: the same input gives byte-for-byte the same output.
+/// (same indices, tensors and outputs; statements whose value was folded into their
+/// readers dropped; a new expression arena) and a report. Deterministic: the same input
+/// gives byte-for-byte the same output.
 pub fn optimize(p: &Program, cfg: &OptimizeConfig) -> (Program, OptimizeReport) {
-    let (runner, encoded) = runner_for(p, cfg);
+    let constants = constant_ids(p, cfg);
+    let before = statement_costs(p, &constants);
+    let (cost_before, once_before) = before
+        .iter()
+        .fold((0.0, 0.0), |a, c| (a.0 + c.0, a.1 + c.1));
     let rules = rules::rules();
+    let mut report = OptimizeReport {
+        classes: 0,
+        nodes: 0,
+        iterations: 0,
+        stop_reason: String::new(),
+        rewrites_applied: rules.iter().map(|r| (r.name.to_string(), 0)).collect(),
+        cost_before,
+        cost_after: cost_before,
+        once_before,
+        once_after: once_before,
+        extraction: "input".into(),
+        statements: Vec::new(),
+    };
+    let widest = widest_product(p);
+    if widest > cfg.max_product_factors {
+        report.stop_reason = format!(
+            "skipped: a product of {widest} factors (over {}), left to the order search",
+            cfg.max_product_factors
+        );
+        report.statements = p
+            .stmts
+            .iter()
+            .zip(before)
+            .map(|(s, b)| StatementReport {
+                target: p.tensors[s.target].name.clone(),
+                before: b,
+                after: Some(b),
+            })
+            .collect();
+        return (p.clone(), report);
+    }
+
+    let (runner, encoded) = runner_for(p, cfg, &constants);
     let runner = runner.run(&rules);
     let egraph = &runner.egraph;
 
@@ -80,24 +220,79 @@ pub fn optimize(p: &Program, cfg: &OptimizeConfig) -> (Program, OptimizeReport) 
             spans.entry(canonical).or_insert(*span);
         }
     }
-    let extractor = Extractor::new(egraph, extract::ContractionCost { egraph });
-    let extracted = extract::rebuild(p, egraph, &extractor, &encoded.roots, &spans);
-
-    let cost_before = program_cost(p);
-    let mut cost_after = program_cost(&extracted);
-    // Extraction minimises tree cost per class; on an input that already shares
-    // subterms the DAG total could in principle come out higher. Never make it worse.
-    let out = if cost_after > cost_before {
-        cost_after = cost_before;
-        p.clone()
-    } else {
-        extracted
+    // A read `T[L]` of an inlined statement is never chosen: the class's other nodes
+    // are its value, and `Rebuild` writes the read back where the statement is kept.
+    let excluded_reads: Vec<ENode> = encoded
+        .inlined
+        .iter()
+        .filter_map(|t| p.stmt_of(*t))
+        .map(|s| ENode::Ref {
+            tensor: s.target,
+            indices: s.indices.clone(),
+        })
+        .collect();
+    let excluded = |n: &ENode| excluded_reads.contains(n);
+    let mut model = cost::CostModel::default();
+    let costed = extract::Costed::new(egraph, &mut model, &excluded);
+    let output_roots: Vec<egg::Id> = p
+        .stmts
+        .iter()
+        .zip(&encoded.roots)
+        .filter(|(s, _)| p.outputs.contains(&s.target))
+        .map(|(_, &r)| r)
+        .collect();
+    let counts = extract::reach_counts(egraph, &costed, &output_roots);
+    let rebuild = Rebuild {
+        p,
+        egraph,
+        roots: &encoded.roots,
+        inlined: &encoded.inlined,
+        spans: &spans,
+    };
+    // The statements every extracted program keeps (see `Rebuild`): outputs, and those
+    // whose target no other statement reads or that were not inlined.
+    let kept_roots: Vec<egg::Id> = p
+        .stmts
+        .iter()
+        .zip(&encoded.roots)
+        .filter(|(s, _)| {
+            p.outputs.contains(&s.target)
+                || !encoded.inlined.contains(&s.target)
+                || !p
+                    .exprs
+                    .iter()
+                    .any(|(_, e)| matches!(e, Expr::Ref { tensor, .. } if *tensor == s.target))
+        })
+        .map(|(_, &r)| r)
+        .collect();
+    let mut best: Option<(f64, f64, Program, &str)> = None;
+    for (name, share) in [("plain", None), ("shared", Some(&counts))] {
+        let sel: Selection = extract::select(egraph, &costed, share);
+        if !extract::acyclic(egraph, &sel, &encoded.roots) {
+            continue;
+        }
+        let sel = extract::polish(egraph, &costed, sel, &kept_roots);
+        let out = rebuild.run(&sel);
+        let (c, o) = program_cost(&out, &constants);
+        if best.as_ref().is_none_or(|b| (c, o) < (b.0, b.1)) {
+            best = Some((c, o, out, name));
+        }
+    }
+    // Never make it worse than the input (as the model prices both).
+    let out = match best {
+        Some((c, o, out, name)) if (c, o) <= (cost_before, once_before) => {
+            report.cost_after = c;
+            report.once_after = o;
+            report.extraction = name.into();
+            out
+        }
+        _ => p.clone(),
     };
 
-    let mut applied: Vec<(String, usize)> = rules.iter().map(|r| (r.name.to_string(), 0)).collect();
     for it in &runner.iterations {
         for (name, n) in &it.applied {
-            if let Some(slot) = applied
+            if let Some(slot) = report
+                .rewrites_applied
                 .iter_mut()
                 .find(|(r, _)| r.as_str() == name.as_str())
             {
@@ -105,28 +300,24 @@ pub fn optimize(p: &Program, cfg: &OptimizeConfig) -> (Program, OptimizeReport) 
             }
         }
     }
-    let report = OptimizeReport {
-        classes: egraph.number_of_classes(),
-        nodes: egraph.total_number_of_nodes(),
-        iterations: runner.iterations.len(),
-        stop_reason: stop_text(runner.stop_reason.as_ref(), cfg),
-        rewrites_applied: applied,
-        cost_before,
-        cost_after,
-    };
+    report.classes = egraph.number_of_classes();
+    report.nodes = egraph.total_number_of_nodes();
+    report.iterations = runner.iterations.len();
+    report.stop_reason = stop_text(runner.stop_reason.as_ref(), cfg);
+    report.statements = statement_reports(p, before, &out, &constants);
     (out, report)
 }
 
 /// A runner bounded by `cfg` whose e-graph holds the values of all of `p`'s statements.
-fn runner_for(p: &Program, cfg: &OptimizeConfig) -> (Runner<ENode, IrAnalysis>, lang::Encoded) {
-    let analysis = IrAnalysis {
-        sizes: p.indices.iter().map(|(_, i)| i.size).collect(),
-        tensor_dtypes: p.tensors.iter().map(|(_, t)| t.dtype).collect(),
-    };
+fn runner_for(
+    p: &Program,
+    cfg: &OptimizeConfig,
+    constants: &[TensorId],
+) -> (Runner<ENode, IrAnalysis>, lang::Encoded) {
     // The rules are bounded by construction, so egg's default backoff scheduler (which
     // bans a rule for a while once it matches > 1000 classes) would only delay them on
     // big programs; the node/iteration/time limits bound the run.
-    let mut runner = Runner::<ENode, IrAnalysis, ()>::new(analysis)
+    let mut runner = Runner::<ENode, IrAnalysis, ()>::new(analysis(p, constants))
         .with_scheduler(SimpleScheduler)
         .with_node_limit(cfg.node_limit)
         .with_iter_limit(cfg.iter_limit)

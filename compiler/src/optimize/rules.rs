@@ -12,11 +12,12 @@
 //! (523k nodes / 44 s for 12 operands). Contraction order is `order::search`'s job.
 
 use super::lang::{union_sorted, ENode, IrAnalysis};
+use super::{constants, factor, share, softmax};
 use crate::ir::IndexId;
 use egg::{Applier, EGraph, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
 use std::collections::BTreeMap;
 
-type EG = EGraph<ENode, IrAnalysis>;
+pub(super) type EG = EGraph<ENode, IrAnalysis>;
 
 pub const FLATTEN: &str = "flatten-product";
 pub const PUSH_SUM: &str = "push-sum";
@@ -29,40 +30,72 @@ const MAX_SEPARATE_PUSHES: usize = 3;
 
 /// The rule set, in the order the report lists them.
 pub fn rules() -> Vec<Rewrite<ENode, IrAnalysis>> {
-    let rule = |name: &str, filter: ProductFilter, apply: ProductRewrite| {
-        Rewrite::new(name, ProductClasses(filter), ProductApplier(apply))
+    let rule = |name: &str, filter: NodeFilter, apply: NodeRewrite| {
+        Rewrite::new(name, NodeClasses(filter), NodeApplier(apply))
             .expect("custom rules bind no pattern variables")
     };
     vec![
-        rule(FLATTEN, |_, _| true, flatten),
-        rule(PUSH_SUM, |f, s| f.len() >= 2 && !s.is_empty(), push_sum),
-        rule(UNIT, |f, s| f.len() == 1 && s.is_empty(), unit),
+        rule(
+            FLATTEN,
+            |n| n.as_product().is_some(),
+            |eg, c, n| on_product(eg, c, n, flatten),
+        ),
+        rule(
+            PUSH_SUM,
+            |n| {
+                n.as_product()
+                    .is_some_and(|(f, s)| f.len() >= 2 && !s.is_empty())
+            },
+            |eg, c, n| on_product(eg, c, n, push_sum),
+        ),
+        rule(
+            UNIT,
+            |n| {
+                n.as_product()
+                    .is_some_and(|(f, s)| f.len() == 1 && s.is_empty())
+            },
+            |eg, c, n| on_product(eg, c, n, unit),
+        ),
+        rule(factor::FACTOR, factor::factor_filter, factor::factor),
+        rule(
+            factor::DISTRIBUTE,
+            factor::distribute_filter,
+            factor::distribute,
+        ),
+        rule(share::SHARE, share::filter, share::share),
+        rule(softmax::DEFER_DIV, softmax::filter, softmax::defer_division),
+        rule(constants::FOLD, constants::filter, constants::fold),
     ]
 }
 
-/// Which product nodes (factors, summed) a rule may apply to; a cheap pre-filter.
-type ProductFilter = fn(&[Id], &[IndexId]) -> bool;
+/// Which nodes a rule may apply to; a cheap pre-filter.
+pub(super) type NodeFilter = fn(&ENode) -> bool;
 
-/// Given a product node (factors, summed) of e-class `class`, adds equal nodes and
-/// returns their classes, to be unioned with `class`.
+/// Given a node of e-class `class`, adds equal nodes and returns their classes, to be
+/// unioned with `class`.
+pub(super) type NodeRewrite = fn(&mut EG, Id, &ENode) -> Vec<Id>;
+
+/// Given a product node (factors, summed) of e-class `class`, adds equal nodes.
 type ProductRewrite = fn(&mut EG, Id, &[Id], &[IndexId]) -> Vec<Id>;
 
-/// Matches each e-class that holds a product node accepted by the filter.
-struct ProductClasses(ProductFilter);
+fn on_product(eg: &mut EG, class: Id, node: &ENode, f: ProductRewrite) -> Vec<Id> {
+    match node.as_product() {
+        Some((factors, summed)) => f(eg, class, factors, summed),
+        None => Vec::new(),
+    }
+}
 
-impl Searcher<ENode, IrAnalysis> for ProductClasses {
+/// Matches each e-class that holds a node accepted by the filter.
+struct NodeClasses(NodeFilter);
+
+impl Searcher<ENode, IrAnalysis> for NodeClasses {
     fn search_eclass_with_limit(
         &self,
         egraph: &EG,
         eclass: Id,
         limit: usize,
     ) -> Option<SearchMatches<'_, ENode>> {
-        let hit = limit > 0
-            && egraph[eclass]
-                .nodes
-                .iter()
-                .filter_map(ENode::as_product)
-                .any(|(f, s)| (self.0)(f, s));
+        let hit = limit > 0 && egraph[eclass].nodes.iter().any(|n| (self.0)(n));
         hit.then(|| SearchMatches {
             eclass,
             substs: vec![Subst::with_capacity(0)],
@@ -75,10 +108,10 @@ impl Searcher<ENode, IrAnalysis> for ProductClasses {
     }
 }
 
-/// Runs a [`ProductRewrite`] on every product node of the matched class.
-struct ProductApplier(ProductRewrite);
+/// Runs a [`NodeRewrite`] on every node of the matched class that the filter accepts.
+struct NodeApplier(NodeRewrite);
 
-impl Applier<ENode, IrAnalysis> for ProductApplier {
+impl Applier<ENode, IrAnalysis> for NodeApplier {
     fn apply_one(
         &self,
         egraph: &mut EG,
@@ -91,8 +124,8 @@ impl Applier<ENode, IrAnalysis> for ProductApplier {
         let class = egraph.find(eclass);
         let nodes = egraph[class].nodes.clone();
         let mut changed = Vec::new();
-        for (factors, summed) in nodes.iter().filter_map(ENode::as_product) {
-            for id in (self.0)(egraph, class, factors, summed) {
+        for node in &nodes {
+            for id in (self.0)(egraph, class, node) {
                 if egraph.union(class, id) {
                     changed.push(egraph.find(id));
                 }
@@ -102,7 +135,20 @@ impl Applier<ENode, IrAnalysis> for ProductApplier {
     }
 }
 
-fn frees(egraph: &EG, factors: &[Id]) -> Vec<Vec<IndexId>> {
+/// The flattest product node of a class (most factors; the least node among equals, for
+/// determinism). Rules that build sub-products from a product (`share`, `constants`)
+/// start only from it: the nodes they build are less flat, so they never seed further
+/// applications, which keeps those rules to a few nodes per class.
+pub(super) fn flattest(eg: &EG, class: Id) -> Option<ENode> {
+    eg[class]
+        .nodes
+        .iter()
+        .filter_map(|n| n.as_product().map(|(f, _)| (f.len(), n)))
+        .max_by(|(fa, a), (fb, b)| fa.cmp(fb).then_with(|| b.cmp(a)))
+        .map(|(_, n)| n.clone())
+}
+
+pub(super) fn frees(egraph: &EG, factors: &[Id]) -> Vec<Vec<IndexId>> {
     factors
         .iter()
         .map(|&f| egraph[f].data.free.clone())
