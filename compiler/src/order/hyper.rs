@@ -249,11 +249,16 @@ pub(crate) fn hyper(p: &Problem, ctx: &Ctx, opts: &HyperOptions) -> HyperResult 
             p.fetch_add(1, AtomicOrdering::Relaxed);
         }
     }
+    // Past the deadline the kept trees keep their trial polish only: the sweeps below
+    // take seconds on networks of hundreds of tensors.
+    let polish = opts.reconf_k >= 3
+        && opts.slice_limit.is_none()
+        && !opts.deadline.is_some_and(|d| Instant::now() > d);
     let mut polished: Vec<(f64, Tree, &'static str)> = kept
         .into_iter()
         .map(|(_, mut t, m)| {
             // Trees ranked by sliced cost are polished while being sliced.
-            if opts.reconf_k >= 3 && opts.slice_limit.is_none() {
+            if polish {
                 t.reconfigure(ctx, opts.reconf_k, 16, opts.limit);
             }
             (score(&t, opts.limit), t, m)
@@ -263,7 +268,7 @@ pub(crate) fn hyper(p: &Problem, ctx: &Ctx, opts: &HyperOptions) -> HyperResult 
     // The best few trees get a wider sweep, then reconfiguration of random
     // subtrees (measured on the suite: this closes most of the gap to
     // cotengra that more trials did not), and the winner a last sweep.
-    if opts.reconf_k >= 3 && opts.slice_limit.is_none() {
+    if polish {
         let trees = if ctx.n <= RANDOM_RECONF_MAX_N {
             RANDOM_RECONF_TREES
         } else {
