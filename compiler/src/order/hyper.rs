@@ -253,7 +253,7 @@ pub(crate) fn hyper(p: &Problem, ctx: &Ctx, opts: &HyperOptions) -> HyperResult 
     // take seconds on networks of hundreds of tensors.
     let polish = opts.reconf_k >= 3
         && opts.slice_limit.is_none()
-        && !opts.deadline.is_some_and(|d| Instant::now() > d);
+        && opts.deadline.is_none_or(|d| Instant::now() <= d);
     let mut polished: Vec<(f64, Tree, &'static str)> = kept
         .into_iter()
         .map(|(_, mut t, m)| {
