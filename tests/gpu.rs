@@ -47,6 +47,15 @@ fn filled(dtype: DType, shape: &[usize], seed: usize) -> TensorData {
     }
 }
 
+/// One filled array per shape (operand `k` seeded with `k + seed`).
+fn operands(dtype: DType, shapes: &[Vec<usize>], seed: usize) -> Vec<TensorData> {
+    shapes
+        .iter()
+        .enumerate()
+        .map(|(k, s)| filled(dtype, s, k + seed))
+        .collect()
+}
+
 /// Max |got - want| over max(1, max |want|), finite values only.
 fn rel_err(got: &TensorData, want: &TensorData) -> f64 {
     let (g, w) = (got.as_c128(), want.as_c128());
@@ -84,11 +93,7 @@ fn check_einsum(
     let dtypes = vec![dtype; shapes.len()];
     let expr =
         einc::compile(eq, shapes, &dtypes).unwrap_or_else(|e| panic!("{eq}: {}", e.render()));
-    let inputs: Vec<TensorData> = shapes
-        .iter()
-        .enumerate()
-        .map(|(k, s)| filled(dtype, s, k))
-        .collect();
+    let inputs: Vec<TensorData> = operands(dtype, shapes, 0);
     let want = expr.run_dyn(inputs.clone()).expect("cpu run");
     let exe = GpuExecutable::new(g.clone(), &expr.compiled().plan)
         .unwrap_or_else(|e| panic!("{eq} {shapes:?} {dtype:?}: {e}"));
@@ -204,11 +209,7 @@ fn semirings_match_the_cpu() {
         let expr =
             einc::compile_with_config(&net.eq, &shapes, &vec![DType::F64; shapes.len()], &cfg)
                 .expect("compile");
-        let inputs: Vec<TensorData> = shapes
-            .iter()
-            .enumerate()
-            .map(|(k, s)| filled(DType::F64, s, k))
-            .collect();
+        let inputs: Vec<TensorData> = operands(DType::F64, &shapes, 0);
         let want = expr.run_dyn(inputs.clone()).expect("cpu");
         if !g.caps().f64 {
             continue;
@@ -510,11 +511,7 @@ fn sliced_plans_run_on_the_gpu() {
             continue;
         }
         sliced += 1;
-        let inputs: Vec<TensorData> = shapes
-            .iter()
-            .enumerate()
-            .map(|(k, s)| filled(dtype, s, k))
-            .collect();
+        let inputs: Vec<TensorData> = operands(dtype, &shapes, 0);
         let want = expr.run_dyn(inputs.clone()).expect("cpu");
         let exe = GpuExecutable::new(g.clone(), plan).expect("gpu compile");
         let views: Vec<_> = inputs.iter().map(|t| t.view()).collect();
@@ -567,11 +564,7 @@ fn intermediates_over_the_binding_limit_are_sliced() {
         for b in &exe.program.buffers {
             assert!(b.bytes() <= limit, "{eq}: a {}-byte buffer", b.bytes());
         }
-        let inputs: Vec<TensorData> = shapes
-            .iter()
-            .enumerate()
-            .map(|(k, s)| filled(DType::F32, s, k))
-            .collect();
+        let inputs: Vec<TensorData> = operands(DType::F32, &shapes, 0);
         let want = expr.run_dyn(inputs.clone()).expect("cpu");
         let views: Vec<_> = inputs.iter().map(|t| t.view()).collect();
         let got = exe.run(&views).expect("gpu run");
@@ -595,11 +588,7 @@ fn expression_runs_repeatedly_on_the_gpu() {
         });
     let cpu = einc::compile("bij,bjk->bik", &shapes, &[DType::F32, DType::F32]).expect("compile");
     for seed in 0..3 {
-        let inputs: Vec<TensorData> = shapes
-            .iter()
-            .enumerate()
-            .map(|(k, s)| filled(DType::F32, s, k + 3 * seed))
-            .collect();
+        let inputs: Vec<TensorData> = operands(DType::F32, &shapes, 3 * seed);
         let got = expr.run_dyn(inputs.clone()).expect("gpu run");
         let want = cpu.run_dyn(inputs).expect("cpu run");
         assert!(rel_err(&got, &want) <= tol(DType::F32));

@@ -173,6 +173,19 @@ pub(crate) struct Layout {
     pub offset: u64,
 }
 
+impl Layout {
+    /// A fresh row-major value of `step` in `buf`.
+    fn dense(buf: usize, step: &Step, sizes: &[u64]) -> Layout {
+        Layout {
+            buf,
+            dtype: step.dtype,
+            labels: step.indices.clone(),
+            strides: dense_strides(sizes),
+            offset: 0,
+        }
+    }
+}
+
 /// The step a kernel computes: its plan position (for [`Kernel::step`]), the step itself
 /// (a plan step or a step of a slice body) and the name prefix of its kernels.
 pub(crate) struct At<'a> {
@@ -193,7 +206,34 @@ struct Emitter<'a> {
     kernels: &'a mut Vec<Kernel>,
 }
 
-impl Emitter<'_> {
+impl<'a> At<'a> {
+    /// Plan step `k`.
+    fn step(k: usize, step: &'a Step) -> At<'a> {
+        At {
+            index: k,
+            step,
+            name: format!("s{k}"),
+        }
+    }
+}
+
+impl<'a> Emitter<'a> {
+    fn new(
+        plan: &'a Plan,
+        caps: &'a GpuCaps,
+        pool: &'a mut Pool,
+        buffers: &'a mut Vec<BufferDesc>,
+        kernels: &'a mut Vec<Kernel>,
+    ) -> Emitter<'a> {
+        Emitter {
+            plan,
+            caps,
+            pool,
+            buffers,
+            kernels,
+        }
+    }
+
     /// Kernels computing `at.step` (a `Unary`, `Contract`, `Elementwise`, `Fused` or
     /// `Reduce`) from `args` into `out`.
     fn compute(&mut self, at: &At<'_>, out: &Layout, args: &[Layout]) -> Result<(), EmitError> {
@@ -292,13 +332,7 @@ impl Emitter<'_> {
                             }
                             b
                         };
-                        let l = Layout {
-                            buf,
-                            dtype: bs.dtype,
-                            labels: bs.indices.clone(),
-                            strides: dense_strides(&sizes),
-                            offset: 0,
-                        };
+                        let l = Layout::dense(buf, bs, &sizes);
                         let ins: Vec<Layout> = bs
                             .op
                             .args()
@@ -449,74 +483,31 @@ pub fn emit_wgsl(plan: &Plan, caps: &GpuCaps) -> Result<GpuProgram, EmitError> {
                         len: len.max(1),
                         role: BufferRole::Result(*tensor),
                     });
-                    let out = Layout {
-                        buf: buffers.len() - 1,
-                        dtype: s.dtype,
-                        labels: s.indices.clone(),
-                        strides: dense_strides(&sizes),
-                        offset: 0,
-                    };
-                    let at = At {
-                        index: k,
-                        step: s,
-                        name: format!("s{k}"),
-                    };
-                    kernels.extend(loops::copy(plan, &at, &out, &a, caps)?);
+                    let out = Layout::dense(buffers.len() - 1, s, &sizes);
+                    kernels.extend(loops::copy(plan, &At::step(k, s), &out, &a, caps)?);
                     out.buf
                 };
                 buffers[buf].role = BufferRole::Result(*tensor);
                 tensor_buf[tensor.index()] = Some(buf);
-                Layout {
-                    buf,
-                    dtype: s.dtype,
-                    labels: s.indices.clone(),
-                    strides: dense_strides(&sizes),
-                    offset: 0,
-                }
+                Layout::dense(buf, s, &sizes)
             }
             Op::SliceSum { args, sliced, body } => {
                 let args: Vec<Layout> = args.iter().map(get).collect::<Result<_, _>>()?;
                 let buf = pool.take(&mut buffers, s.dtype, len.max(1));
-                let out = Layout {
-                    buf,
-                    dtype: s.dtype,
-                    labels: s.indices.clone(),
-                    strides: dense_strides(&sizes),
-                    offset: 0,
-                };
-                let mut e = Emitter {
-                    plan,
-                    caps,
-                    pool: &mut pool,
-                    buffers: &mut buffers,
-                    kernels: &mut kernels,
-                };
-                e.slice_sum(k, &out, &args, sliced, body)?;
+                let out = Layout::dense(buf, s, &sizes);
+                Emitter::new(plan, caps, &mut pool, &mut buffers, &mut kernels)
+                    .slice_sum(k, &out, &args, sliced, body)?;
                 out
             }
             op => {
                 let args: Vec<Layout> = op.args().iter().map(get).collect::<Result<_, _>>()?;
                 let buf = pool.take(&mut buffers, s.dtype, len.max(1));
-                let out = Layout {
-                    buf,
-                    dtype: s.dtype,
-                    labels: s.indices.clone(),
-                    strides: dense_strides(&sizes),
-                    offset: 0,
-                };
-                let at = At {
-                    index: k,
-                    step: s,
-                    name: format!("s{k}"),
-                };
-                let mut e = Emitter {
-                    plan,
-                    caps,
-                    pool: &mut pool,
-                    buffers: &mut buffers,
-                    kernels: &mut kernels,
-                };
-                e.compute(&at, &out, &args)?;
+                let out = Layout::dense(buf, s, &sizes);
+                Emitter::new(plan, caps, &mut pool, &mut buffers, &mut kernels).compute(
+                    &At::step(k, s),
+                    &out,
+                    &args,
+                )?;
                 out
             }
         };
