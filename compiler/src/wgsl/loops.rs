@@ -87,8 +87,8 @@ pub fn accumulate(
     let dispatch = grid(total.div_ceil(WG), caps)?;
     let fold = semiring_fold(plan.semiring);
     let combined = if fold == Some(ReduceOp::LogSumExp) {
-        let ninf = identity(fold, d);
-        "select(m + rlog(rexp(a - m) + rexp(b - m)), m, m == NINF)".replace("NINF", &ninf)
+        let big = scalar::max_finite(d);
+        format!("select(m + rlog(rexp(a - m) + rexp(b - m)), m, m < -{big} || m > {big})")
     } else {
         combine(fold, "a", "b", d)
     };
@@ -331,15 +331,24 @@ fn kernel(
         }
     }
     let id = identity(fold, d);
+    // Log-sum-exp keeps a running maximum `m` and a sum of exp(x - m) over the terms seen;
+    // it never starts from -inf, and "is infinite" is tested against the largest finite
+    // value (see `scalar::max_finite`). A single term is its own log-sum-exp.
+    let lse = lse && !summed.is_empty();
+    let big = scalar::max_finite(d);
     if lse {
-        let _ = writeln!(src, "  var m = {id};\n  var acc = {};", lit(0.0, d));
+        let zero = lit(0.0, d);
+        let _ = writeln!(
+            src,
+            "  var seen = false;\n  var m = {zero};\n  var acc = {zero};"
+        );
     } else {
         let _ = writeln!(src, "  var acc = {id};");
     }
     let fold_stmt = |pad: &str| -> String {
         if lse {
             format!(
-                "{pad}if (v > m) {{ acc = acc * rexp(m - v) + 1.0; m = v; }} else if (v > {id}) {{ acc = acc + rexp(v - m); }}\n"
+                "{pad}if (!seen) {{ m = v; acc = 1.0; seen = true; }} else if (v > m) {{ acc = acc * rexp(m - v) + 1.0; m = v; }} else if (v >= -{big}) {{ acc = acc + rexp(v - m); }}\n"
             )
         } else if summed.is_empty() {
             format!("{pad}acc = v;\n")
@@ -391,8 +400,7 @@ fn kernel(
         if lse {
             let _ = writeln!(
                 src,
-                "  out[o] = select(m + rlog(acc), m, m == {id} || m == {});",
-                lit(f64::INFINITY, d)
+                "  if (seen) {{ out[o] = select(m + rlog(acc), m, m < -{big} || m > {big}); }} else {{ out[o] = {id}; }}"
             );
         } else {
             src.push_str("  out[o] = acc;\n");

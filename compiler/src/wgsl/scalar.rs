@@ -63,6 +63,16 @@ pub fn lit(v: f64, d: DType) -> String {
     }
 }
 
+/// The largest finite value of `d`'s real type. Tests against it stand in for tests
+/// against infinity: an infinite constant in arithmetic or comparisons is what a driver
+/// compiling with finite-math assumptions may fold away.
+pub fn max_finite(d: DType) -> String {
+    match real(d) {
+        "f32" => "f32(3.4028234663852886e38)".into(),
+        _ => "f64(1.7976931348623157e308)".into(),
+    }
+}
+
 pub fn mul(a: &str, b: &str, d: DType) -> String {
     if is_complex(d) {
         format!("cmul({a}, {b})")
