@@ -13,6 +13,9 @@ use ndarray::{ArrayD, IxDyn};
 use num_complex::Complex64;
 use std::collections::BTreeMap;
 
+mod common;
+use common::Rng;
+
 /// (name, inputs as `name:indices`, constants, statements), as in the workload file.
 type Workload = (
     &'static str,
@@ -93,25 +96,6 @@ const PROGRAMS: &[Workload] = &[
         &["Y[a,k] = M0[a,b]*M1[b,c]*M2[c,d]*M3[d,k]"],
     ),
 ];
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-    }
-}
 
 /// The program as `.ein` with random sizes 1..=4; outputs: targets no later statement
 /// reads.

@@ -7,7 +7,7 @@
 //! products, and the cost model decides.
 
 use super::lang::{union_sorted, ENode};
-use super::rules::EG;
+use super::rules::{summing_factor_candidates, EG};
 use crate::ir::IndexId;
 use egg::Id;
 
@@ -110,27 +110,13 @@ pub fn distribute_filter(n: &ENode) -> bool {
 /// and products of at most [`MAX_DISTRIBUTE_FACTORS`] factors, and only when the
 /// product sums something (expanding a plain product only repeats work).
 pub fn distribute(eg: &mut EG, _class: Id, node: &ENode) -> Vec<Id> {
-    let Some((factors, summed)) = node.as_product() else {
+    let Some((summed, candidates)) = summing_factor_candidates(eg, node, |n| match n {
+        ENode::Add(t) if t.len() >= 2 && t.len() <= MAX_DISTRIBUTE_TERMS => Some(t.clone()),
+        _ => None,
+    }) else {
         return Vec::new();
     };
-    if summed.is_empty() {
-        return Vec::new();
-    }
-    let factors: Vec<Id> = factors.iter().map(|&f| eg.find(f)).collect();
-    for (k, &f) in factors.iter().enumerate() {
-        let add = eg[f].nodes.iter().find_map(|n| match n {
-            ENode::Add(t) if t.len() >= 2 && t.len() <= MAX_DISTRIBUTE_TERMS => Some(t.clone()),
-            _ => None,
-        });
-        let Some(terms) = add else {
-            continue;
-        };
-        let rest: Vec<Id> = factors
-            .iter()
-            .enumerate()
-            .filter(|&(j, _)| j != k)
-            .map(|(_, &c)| c)
-            .collect();
+    for (rest, terms) in candidates {
         let rest_free = union_sorted(rest.iter().map(|&c| &eg[c].data.free[..]));
         let covered = terms.iter().all(|&t| {
             summed.iter().all(|s| {
@@ -146,7 +132,7 @@ pub fn distribute(eg: &mut EG, _class: Id, node: &ENode) -> Vec<Id> {
                 let mut fs = rest.clone();
                 fs.push(eg.find(t));
                 eg.add(ENode::Product {
-                    summed: summed.to_vec(),
+                    summed: summed.clone(),
                     factors: fs,
                 })
             })

@@ -19,6 +19,39 @@ use std::collections::BTreeMap;
 
 pub(super) type EG = EGraph<ENode, IrAnalysis>;
 
+/// For a product that sums something: its summed indices, and for each factor (in
+/// order) whose class holds a node `pick` accepts, the other factors and what `pick`
+/// returned. Factors are canonical ids. The rules that rewrite one factor of a summing
+/// product (`distribute`, `defer-division`) try these candidates in turn.
+pub(super) type FactorCandidate<T> = (Vec<Id>, T);
+
+pub(super) fn summing_factor_candidates<T>(
+    eg: &EG,
+    node: &ENode,
+    pick: impl Fn(&ENode) -> Option<T>,
+) -> Option<(Vec<IndexId>, Vec<FactorCandidate<T>>)> {
+    let (factors, summed) = node.as_product()?;
+    if summed.is_empty() {
+        return None;
+    }
+    let factors: Vec<Id> = factors.iter().map(|&f| eg.find(f)).collect();
+    let candidates = factors
+        .iter()
+        .enumerate()
+        .filter_map(|(k, &f)| {
+            let hit = eg[f].nodes.iter().find_map(&pick)?;
+            let rest = factors
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != k)
+                .map(|(_, &c)| c)
+                .collect();
+            Some((rest, hit))
+        })
+        .collect();
+    Some((summed.to_vec(), candidates))
+}
+
 pub const FLATTEN: &str = "flatten-product";
 pub const PUSH_SUM: &str = "push-sum";
 pub const UNIT: &str = "unit-product";

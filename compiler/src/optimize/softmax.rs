@@ -3,7 +3,7 @@
 //! dividing the small result instead of the large probability tensor.
 
 use super::lang::ENode;
-use super::rules::EG;
+use super::rules::{summing_factor_candidates, EG};
 use crate::ir::MapOp;
 use egg::Id;
 
@@ -24,39 +24,26 @@ pub fn filter(n: &ENode) -> bool {
 /// factor of a product is moved per application; a product that sums nothing gains
 /// nothing from it and is left alone.
 pub fn defer_division(eg: &mut EG, _class: Id, node: &ENode) -> Vec<Id> {
-    let Some((factors, summed)) = node.as_product() else {
+    let Some((summed, candidates)) = summing_factor_candidates(eg, node, |n| match n {
+        ENode::Map {
+            op: MapOp::Div,
+            args,
+        } => Some((eg.find(args[0]), eg.find(args[1]))),
+        _ => None,
+    }) else {
         return Vec::new();
     };
-    if summed.is_empty() {
-        return Vec::new();
-    }
-    let factors: Vec<Id> = factors.iter().map(|&f| eg.find(f)).collect();
-    for (k, &f) in factors.iter().enumerate() {
-        let div = eg[f].nodes.iter().find_map(|n| match n {
-            ENode::Map {
-                op: MapOp::Div,
-                args,
-            } => Some((eg.find(args[0]), eg.find(args[1]))),
-            _ => None,
-        });
-        let Some((x, z)) = div else {
-            continue;
-        };
+    for (rest, (x, z)) in candidates {
         if summed
             .iter()
             .any(|s| eg[z].data.free.binary_search(s).is_ok())
         {
             continue;
         }
-        let mut inner: Vec<Id> = factors
-            .iter()
-            .enumerate()
-            .filter(|&(j, _)| j != k)
-            .map(|(_, &c)| c)
-            .collect();
+        let mut inner = rest;
         inner.push(x);
         let num = eg.add(ENode::Product {
-            summed: summed.to_vec(),
+            summed: summed.clone(),
             factors: inner,
         });
         return vec![eg.add(ENode::Map {
