@@ -188,6 +188,11 @@ fn main() {
             return;
         }
     };
+    // Which GEMM the large products go to: the system OpenBLAS (opened at run time) or the
+    // gemm crate.
+    let backend =
+        einc_runtime::kernels::blas::blas().map_or("gemm crate".to_string(), |b| b.name.clone());
+    println!("{}", json!({"kind": "einc_env", "gemm_backend": backend}));
     // Cached-call overhead: a 2×2 matmul through einc::einsum, plan cache hot.
     let a = ndarray::Array2::<f64>::ones((2, 2)).into_dyn();
     let b = ndarray::Array2::<f64>::ones((2, 2)).into_dyn();
@@ -290,7 +295,7 @@ fn main() {
             });
             let ms = time_ms(
                 || {
-                    let _ = ex.run_views(&views);
+                    let _ = ex.run_views_cow(&views);
                 },
                 5,
                 Duration::from_millis(1000),

@@ -13,6 +13,8 @@ for f in sorted(glob.glob(f"{out}/peers_*.jsonl")):
         else:
             env.append(r)
 for r in einc:
+    if r["kind"] == "einc_env":
+        print(f"einc GEMM backend: {r['gemm_backend']}\n")
     if r["kind"] == "cached_call_2x2":
         print(f"cached einc::einsum call, 2x2 f64 matmul: {r['us_per_call']:.2f} us per call; "
               f"compiled Expression::run {r.get('us_compiled_expression', float('nan')):.2f} us; "

@@ -1,13 +1,14 @@
 //! The library API: one-shot [`einsum`], compile-once [`compile`] / [`Expression`], and
 //! `.ein` programs through [`Program`].
 
+use crate::view::{view_plan, TensorCow, ViewPlan};
 use crate::{Element, Error};
 use einc_compiler::dump;
 use einc_compiler::pipeline::{self, CompileConfig, Compiled};
 use einc_frontend::ein::ast::DType;
 use einc_frontend::ein::Checked;
 use einc_runtime::{execute_views, ExecOptions, ExecStats, TensorData, TensorView};
-use ndarray::{ArrayD, ArrayViewD};
+use ndarray::{ArrayD, ArrayViewD, CowArray, IxDyn};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -21,6 +22,16 @@ pub fn einsum<T: Element>(
 ) -> Result<ArrayD<T>, Error> {
     let expr = cached_expression(equation, operands.iter().map(|a| a.shape()), |_| T::DTYPE)?;
     expr.run(operands)
+}
+
+/// [`einsum`] that returns a view of the operand instead of a copy when the result only
+/// permutes its axes or takes a diagonal (`ijk->kji`, `ii->i`), as numpy.einsum does.
+pub fn einsum_cow<'a, T: Element>(
+    equation: &str,
+    operands: &[ArrayViewD<'a, T>],
+) -> Result<CowArray<'a, T, IxDyn>, Error> {
+    let expr = cached_expression(equation, operands.iter().map(|a| a.shape()), |_| T::DTYPE)?;
+    expr.run_cow(operands)
 }
 
 /// Evaluate an einsum on arrays of possibly different dtypes; the result has numpy's
@@ -65,6 +76,7 @@ pub fn compile_with(
             .map_err(|e| Error::from_compile(e, "equation", equation))
     })?;
     Ok(Expression {
+        view: view_plan(&compiled.plan),
         compiled,
         shapes: shapes.to_vec(),
         options: ExecOptions::default(),
@@ -167,6 +179,8 @@ pub struct Expression {
     /// The GPU executable (kernels, pipelines, buffers), built on the first GPU run and
     /// kept by every clone.
     gpu: Arc<std::sync::OnceLock<Arc<einc_runtime::gpu::GpuExecutable>>>,
+    /// Set when the result is a relabelling of one operand ([`Expression::run_cow`]).
+    view: Option<ViewPlan>,
 }
 
 impl Expression {
@@ -188,6 +202,45 @@ impl Expression {
                 T::DTYPE.name()
             ))
         })
+    }
+
+    /// [`Expression::run`], returning a view of the operand (no copy) when the result only
+    /// permutes its axes or takes a diagonal, as numpy.einsum does; otherwise an owned
+    /// array.
+    pub fn run_cow<'a, T: Element>(
+        &self,
+        operands: &[ArrayViewD<'a, T>],
+    ) -> Result<CowArray<'a, T, IxDyn>, Error> {
+        let views: Vec<TensorView<'a>> = operands.iter().map(|a| T::wrap_view(a.clone())).collect();
+        match self.run_views_cow(&views)? {
+            TensorCow::Borrowed(v) => T::unwrap_view(v).map(CowArray::from).ok_or_else(|| {
+                Error::Internal(format!("a view's dtype is not {}", T::DTYPE.name()))
+            }),
+            TensorCow::Owned(t) => {
+                let dt = t.dtype();
+                T::unwrap(if dt == T::DTYPE { t } else { t.cast(T::DTYPE) })
+                    .map(CowArray::from)
+                    .ok_or_else(|| {
+                        Error::Internal(format!(
+                            "result dtype {} is not {}",
+                            dt.name(),
+                            T::DTYPE.name()
+                        ))
+                    })
+            }
+        }
+    }
+
+    /// [`Expression::run_views`], returning a view of the operand when the result only
+    /// relabels it (see [`Expression::run_cow`]).
+    pub fn run_views_cow<'a>(&self, operands: &[TensorView<'a>]) -> Result<TensorCow<'a>, Error> {
+        if let Some(vp) = self.view.as_ref().filter(|_| self.prepared.is_none()) {
+            check_shapes(&self.shapes, operands)?;
+            if let Some(v) = operands.get(vp.input).and_then(|o| o.relabel(&vp.axes)) {
+                return Ok(TensorCow::Borrowed(v));
+            }
+        }
+        self.run_views(operands).map(TensorCow::Owned)
     }
 
     pub fn run_dyn(&self, operands: Vec<TensorData>) -> Result<TensorData, Error> {

@@ -14,16 +14,18 @@
 mod api;
 pub mod cache;
 mod error;
+mod view;
 
 pub use api::{
-    compile, compile_with as compile_with_config, compile_with_constants, einsum, einsum_dyn,
-    sublist_equation, Expression, Program,
+    compile, compile_with as compile_with_config, compile_with_constants, einsum, einsum_cow,
+    einsum_dyn, sublist_equation, Expression, Program,
 };
 pub use einc_compiler::order::Optimizer;
 pub use einc_compiler::pipeline::CompileConfig;
 pub use einc_frontend::ein::ast::DType;
 pub use einc_runtime::{ExecOptions, ExecStats, Target, TensorData, TensorView};
 pub use error::{Error, UserError};
+pub use view::TensorCow;
 
 /// Element types einc computes in: f32, f64, Complex<f32>, Complex<f64>.
 pub trait Element: einc_runtime::kernels::Scalar {
@@ -31,6 +33,7 @@ pub trait Element: einc_runtime::kernels::Scalar {
     fn wrap(a: ndarray::ArrayD<Self>) -> TensorData;
     fn wrap_view(a: ndarray::ArrayViewD<'_, Self>) -> einc_runtime::TensorView<'_>;
     fn unwrap(t: TensorData) -> Option<ndarray::ArrayD<Self>>;
+    fn unwrap_view(t: einc_runtime::TensorView<'_>) -> Option<ndarray::ArrayViewD<'_, Self>>;
 }
 
 macro_rules! element {
@@ -46,6 +49,14 @@ macro_rules! element {
             fn unwrap(t: TensorData) -> Option<ndarray::ArrayD<Self>> {
                 match t {
                     TensorData::$d(a) => Some(a),
+                    _ => None,
+                }
+            }
+            fn unwrap_view(
+                t: einc_runtime::TensorView<'_>,
+            ) -> Option<ndarray::ArrayViewD<'_, Self>> {
+                match t {
+                    einc_runtime::TensorView::$d(a) => Some(a),
                     _ => None,
                 }
             }

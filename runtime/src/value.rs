@@ -165,6 +165,35 @@ impl<'a> TensorView<'a> {
         }
     }
 
+    /// The view whose axis `o` walks, in step, the axes `axes[o]` of `self`: a
+    /// permutation when each list has one axis, a diagonal when a list has several (all of
+    /// one length). Every axis of `self` must appear exactly once. No element is copied.
+    /// `None` when the axes do not fit that description, or when a diagonal would need
+    /// negative strides or the view is empty (callers then copy).
+    pub fn relabel(&self, axes: &[Vec<usize>]) -> Option<TensorView<'a>> {
+        let nd = self.shape().len();
+        let mut seen = vec![false; nd];
+        for &a in axes.iter().flatten() {
+            if a >= nd || std::mem::replace(&mut seen[a], true) {
+                return None;
+            }
+        }
+        if seen.iter().any(|s| !s) || axes.iter().any(|g| g.is_empty()) {
+            return None;
+        }
+        macro_rules! go {
+            ($variant:ident, $a:expr) => {
+                relabel_view($a.clone(), axes).map(TensorView::$variant)
+            };
+        }
+        match self {
+            TensorView::F32(a) => go!(F32, a),
+            TensorView::F64(a) => go!(F64, a),
+            TensorView::C64(a) => go!(C64, a),
+            TensorView::C128(a) => go!(C128, a),
+        }
+    }
+
     pub fn to_owned(&self) -> TensorData {
         match self {
             TensorView::F32(a) => TensorData::F32(a.to_owned()),
@@ -234,4 +263,37 @@ pub fn dtype_size(d: DType) -> usize {
         DType::F64 | DType::C64 => 8,
         DType::C128 => 16,
     }
+}
+
+/// See [`TensorView::relabel`]; `axes` is already checked to partition `v`'s axes.
+fn relabel_view<'a, T>(
+    v: ndarray::ArrayViewD<'a, T>,
+    axes: &[Vec<usize>],
+) -> Option<ndarray::ArrayViewD<'a, T>> {
+    if axes.iter().all(|g| g.len() == 1) {
+        let perm: Vec<usize> = axes.iter().map(|g| g[0]).collect();
+        return Some(v.permuted_axes(perm));
+    }
+    let (shape, strides) = (v.shape(), v.strides());
+    if shape.contains(&0) || strides.iter().any(|&s| s < 0) {
+        return None;
+    }
+    let mut out_shape = Vec::with_capacity(axes.len());
+    let mut out_strides = Vec::with_capacity(axes.len());
+    for g in axes {
+        let len = shape[g[0]];
+        if g.iter().any(|&a| shape[a] != len) {
+            return None;
+        }
+        out_shape.push(len);
+        out_strides.push(g.iter().map(|&a| strides[a] as usize).sum::<usize>());
+    }
+    use ndarray::ShapeBuilder;
+    let dim = ndarray::IxDyn(&out_shape).strides(ndarray::IxDyn(&out_strides));
+    // SAFETY: output index (x_0, ..) addresses the element of `v` whose axis a (in group o)
+    // has index x_o < shape[a]: a valid element of `v`, at offset Σ_o x_o · Σ_{a∈g_o}
+    // strides[a] = Σ_a index_a · strides[a] from `v`'s first element (all strides are
+    // non-negative, so that element is `as_ptr()`). The view borrows `v`'s data for 'a and
+    // is read-only, so elements reached by several output indices are fine.
+    Some(unsafe { ndarray::ArrayViewD::from_shape_ptr(dim, v.as_ptr()) })
 }

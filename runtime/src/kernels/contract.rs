@@ -11,6 +11,7 @@
 //! copied once into `[batch, rows, cols]` order where every group is contiguous.
 
 use super::alloc;
+use super::blas;
 use super::scalar::{GemmCall, Scalar};
 use super::unary::{assert_distinct, to_standard, unary};
 use ndarray::{ArrayD, ArrayViewD, CowArray, IxDyn};
@@ -23,6 +24,9 @@ const SMALL_GEMM: usize = 64;
 const GEMM_PAR: usize = 1 << 20;
 /// Total multiply-adds above which many small products run in parallel.
 const BATCH_PAR_WORK: usize = 1 << 17;
+/// From this many multiply-adds per product the system BLAS (when there is one) beats the
+/// `gemm` crate on this machine; below, its per-call cost dominates.
+const BLAS_MIN_WORK: usize = 1 << 12;
 
 /// Contracts `a[a_idx]` with `b[b_idx]` into `out[out_idx]` (standard layout,
 /// axes in `out_idx` order).
@@ -182,6 +186,7 @@ pub fn contract_pair<T: Scalar>(
             })
             .collect(),
     );
+    let lib = blas::for_this_thread();
     let job = |d: *mut T| Job {
         m: am.0,
         n: bn.0,
@@ -195,6 +200,7 @@ pub fn contract_pair<T: Scalar>(
         d,
         d_rs: dm.1,
         d_cs: dn.1,
+        blas: lib,
     };
     debug_assert!(am.0 == dm.0 && bn.0 == dn.0 && ak.0 == k && bk.0 == k);
 
@@ -220,7 +226,7 @@ pub fn contract_pair<T: Scalar>(
                 });
             } else {
                 // gemm's Rayon mode costs more than it saves in a one-thread pool.
-                let par = if work > GEMM_PAR && rayon::current_num_threads() > 1 {
+                let par = if work >= GEMM_PAR && rayon::current_num_threads() > 1 {
                     gemm::Parallelism::Rayon(0)
                 } else {
                     gemm::Parallelism::None
@@ -326,13 +332,14 @@ fn split_group<T>(
         .unwrap_or(0)
 }
 
-/// Whether many small products should be spread over threads.
+/// Whether the products should be spread over threads whole (rather than each product
+/// over all threads): with at least two per thread, whole products need no splitting
+/// and no synchronisation inside. (This once also asked for products below `GEMM_PAR`,
+/// and products of exactly `GEMM_PAR` multiply-adds then ran on one thread: 1024
+/// products of 32×32×1024 in `abcd,dcef->beaf`.)
 fn threads_ok(count: usize, work: usize) -> bool {
     let threads = rayon::current_num_threads();
-    threads > 1
-        && count >= 2 * threads
-        && work < GEMM_PAR
-        && count.saturating_mul(work) >= BATCH_PAR_WORK
+    threads > 1 && count >= 2 * threads && count.saturating_mul(work) >= BATCH_PAR_WORK
 }
 
 /// Elements of output above which [`broadcast_product`] splits its rows over threads.
@@ -649,6 +656,8 @@ struct Job<T> {
     d: *mut T,
     d_rs: isize,
     d_cs: isize,
+    /// The BLAS to use for large products, chosen on the calling thread.
+    blas: Option<&'static blas::Blas>,
 }
 
 // SAFETY: a `Job` is only a description of memory owned by `contract_pair`'s
@@ -690,6 +699,16 @@ impl<T: Scalar> Job<T> {
                 *call.dst = dot(call.lhs, call.lhs_cs, call.rhs, call.rhs_rs, call.k)
             } else if self.m * self.n * self.k <= SMALL_GEMM {
                 naive_gemm(&call)
+            } else if let Some((lib, p)) = self
+                .blas
+                .filter(|_| self.m * self.n * self.k >= BLAS_MIN_WORK)
+                .and_then(|lib| Some((lib, blas::col_major(&call).filter(blas::worth_it)?)))
+            {
+                let threads = match parallelism {
+                    gemm::Parallelism::None => 1,
+                    _ => rayon::current_num_threads(),
+                };
+                blas::run_blocks(lib, &p, threads)
             } else {
                 T::gemm(&call)
             }

@@ -7,12 +7,14 @@
 //!
 //! * [`scalar`]: the [`Scalar`] element trait (`f32`, `f64`, `c64`, `c128`).
 //! * [`contract`]: pairwise contraction through batched GEMM.
+//! * [`blas`]: the system OpenBLAS, opened at run time, for large products.
 //! * [`unary`]: one-operand einsum (permutation, diagonal, trace, partial sums).
 //! * [`elementwise`]: the `.ein` language's maps and reductions.
 //! * `alloc`: output buffers (huge pages for large ones: first-touch faults dominate
 //!   memory-bound kernels otherwise).
 
 mod alloc;
+pub mod blas;
 pub mod contract;
 pub mod elementwise;
 pub mod permute;

@@ -32,7 +32,8 @@ pub struct GemmCall<T> {
 
 /// An element type of einc arrays.
 pub trait Scalar:
-    Copy
+    super::blas::BlasScalar
+    + Copy
     + Send
     + Sync
     + Debug

@@ -3,6 +3,7 @@
 
 use super::{alloc, Scalar};
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, ShapeBuilder};
+use rayon::prelude::*;
 
 /// One-operand einsum `a[a_idx] -> out[out_idx]`.
 ///
@@ -171,7 +172,7 @@ const REDUCE_LANES: usize = 16;
 /// `f` must be associative and commutative with identity `init` (a sum from 0, a
 /// max from -inf, a min from +inf): elements are folded in an unspecified order and
 /// partial folds are combined with `f` itself.
-pub(crate) fn reduce_labels<T: Scalar, F: Fn(&mut T, T)>(
+pub(crate) fn reduce_labels<T: Scalar, F: Fn(&mut T, T) + Sync>(
     d: ArrayViewD<T>,
     labels: &[u32],
     out_idx: &[u32],
@@ -207,7 +208,7 @@ pub(crate) fn reduce_labels<T: Scalar, F: Fn(&mut T, T)>(
     // one progression in both `d` and the accumulator, so the inner loop is long.
     let mut order: Vec<usize> = (0..labels.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(d.strides()[i].unsigned_abs()));
-    let mut dims: Vec<(usize, isize, isize)> = Vec::new(); // (len, stride in d, stride in out)
+    let mut dims: Vec<LoopDim> = Vec::new();
     for &i in &order {
         let (n, sd, so) = (d.len_of(Axis(i)), d.strides()[i], acc_strides[i] as isize);
         if n == 1 {
@@ -224,17 +225,134 @@ pub(crate) fn reduce_labels<T: Scalar, F: Fn(&mut T, T)>(
     }
     let src = d.as_ptr();
     let dst = out.as_mut_ptr();
-    let Some(&(inner, isd, iso)) = dims.last() else {
+    if dims.is_empty() {
         // Every axis has length 1: one element.
         // SAFETY: both arrays hold at least one element (checked non-empty above).
         unsafe { f(&mut *dst, *src) };
         return out;
+    }
+    let threads = rayon::current_num_threads();
+    let total = d.len();
+    if threads == 1 || total < REDUCE_PAR {
+        // SAFETY: `dims` walks exactly the elements of `d` and, with accumulator strides,
+        // of `out` (see `fold`); `out` is a fresh array written only here.
+        unsafe { fold(src, dst, &dims, init, &f) };
+        return out;
+    }
+    // Split one axis over threads. A kept axis (accumulator stride ≠ 0) gives each thread
+    // its own accumulators; otherwise every thread folds into a private copy of the output
+    // and the copies are folded together, which pays only when the output is small.
+    let longest = |kept: bool| {
+        (0..dims.len())
+            .filter(|&a| (dims[a].2 != 0) == kept && dims[a].0 >= threads)
+            .max_by_key(|&a| dims[a].0)
     };
+    let (axis, private) = match (longest(true), longest(false)) {
+        (Some(a), _) => (a, false),
+        (None, Some(a)) if out.len() * threads * 8 <= total => (a, true),
+        _ => {
+            // SAFETY: as above.
+            unsafe { fold(src, dst, &dims, init, &f) };
+            return out;
+        }
+    };
+    let chunks = (4 * threads).min(dims[axis].0);
+    let per = dims[axis].0.div_ceil(chunks);
+    let len = dims[axis].0;
+    let chunk_dims = |c: usize| -> Option<(Vec<LoopDim>, isize, isize)> {
+        let start = c * per;
+        (start < len).then(|| {
+            let mut dd = dims.clone();
+            dd[axis].0 = per.min(len - start);
+            (
+                dd,
+                start as isize * dims[axis].1,
+                start as isize * dims[axis].2,
+            )
+        })
+    };
+    let (src_p, dst_p) = (SendPtr(src as *mut T), SendPtr(dst));
+    if !private {
+        (0..chunks).into_par_iter().for_each(|c| {
+            if let Some((dd, os, od)) = chunk_dims(c) {
+                // SAFETY: the chunk walks a sub-range of `axis`, so its elements of `d` and
+                // accumulators of `out` are within the arrays; chunks of a kept axis own
+                // disjoint accumulators, so no two threads write one element.
+                unsafe {
+                    fold(
+                        src_p.get().offset(os),
+                        dst_p.get().offset(od),
+                        &dd,
+                        init,
+                        &f,
+                    )
+                };
+            }
+        });
+        return out;
+    }
+    let partials: Vec<ArrayD<T>> = (0..chunks)
+        .into_par_iter()
+        .map(|c| {
+            let mut part = alloc::filled(&out_shape, init);
+            if let Some((dd, os, _)) = chunk_dims(c) {
+                // SAFETY: as above; `part` has `out`'s shape and standard layout, so the
+                // accumulator strides address it, and it belongs to this thread alone.
+                unsafe { fold(src_p.get().offset(os), part.as_mut_ptr(), &dd, init, &f) };
+            }
+            part
+        })
+        .collect();
+    let acc = out.as_slice_mut().expect("standard layout");
+    for part in &partials {
+        for (a, &x) in acc
+            .iter_mut()
+            .zip(part.as_slice().expect("standard layout"))
+        {
+            f(a, x);
+        }
+    }
+    out
+}
+
+/// One loop of a reduction: (length, stride in the input, stride in the accumulators).
+type LoopDim = (usize, isize, isize);
+
+/// Elements of input above which [`reduce_labels`] splits its work over threads.
+const REDUCE_PAR: usize = 1 << 16;
+
+/// A raw pointer that chunks of one reduction share across threads.
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+// SAFETY: used only inside `reduce_labels`, whose chunks read the input and write
+// disjoint accumulators (or private buffers), while both arrays outlive the parallel loop.
+unsafe impl<T> Send for SendPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Folds the elements `src + Σ i_a·dims[a].1` into the accumulators `dst + Σ i_a·dims[a].2`
+/// (`i_a < dims[a].0`), the last axis innermost.
+///
+/// # Safety
+/// Every addressed element must lie in its array; `dst`'s accumulators must not be written
+/// by anyone else during the call; `dims` is non-empty.
+unsafe fn fold<T: Scalar, F: Fn(&mut T, T)>(
+    src: *const T,
+    dst: *mut T,
+    dims: &[LoopDim],
+    init: T,
+    f: &F,
+) {
+    let (inner, isd, iso) = dims[dims.len() - 1];
     let outer = &dims[..dims.len() - 1];
     let mut idx = vec![0usize; outer.len()];
-    // SAFETY: offsets are Σ i_a·stride_a with i_a < len_a: elements of `d`, and of `out`
-    // (reduced axes have accumulator stride 0; kept axes carry out's own strides, and
-    // `out` is standard layout with exactly these lengths). `out` is written only here.
+    // SAFETY: the caller's contract.
     unsafe {
         loop {
             let (mut od, mut oo) = (0isize, 0isize);
@@ -284,7 +402,7 @@ pub(crate) fn reduce_labels<T: Scalar, F: Fn(&mut T, T)>(
             let mut a = outer.len();
             loop {
                 if a == 0 {
-                    return out;
+                    return;
                 }
                 a -= 1;
                 idx[a] += 1;
@@ -342,6 +460,50 @@ mod tests {
             check_unary::<f64>(&mut rng, 1e-12);
             check_unary::<Complex64>(&mut rng, 1e-12);
             check_unary::<f32>(&mut rng, 1e-5);
+        }
+    }
+
+    #[test]
+    fn large_reductions_split_over_threads() {
+        // Above REDUCE_PAR elements: a kept axis split over threads (ijk->i, ijk->k), a
+        // reduced axis split with private accumulators (ijk->, ij->j with a short j), one
+        // long row (i->), and a stepped, transposed view; in pools of 1, 2 and 3 threads,
+        // against the oracle; and max with NaN through the private path.
+        let mut rng = Rng(23);
+        let a = ArrayD::from_shape_simple_fn(IxDyn(&[40, 30, 70]), || rng.scalar::<f64>());
+        let sizes: BTreeMap<u32, usize> = [(0, 40), (1, 30), (2, 70)].into_iter().collect();
+        let wide = ArrayD::from_shape_simple_fn(IxDyn(&[70000, 3]), || rng.scalar::<f64>());
+        let wsizes: BTreeMap<u32, usize> = [(0, 70000), (1, 3)].into_iter().collect();
+        let row = ArrayD::from_shape_simple_fn(IxDyn(&[100003]), || rng.scalar::<f64>());
+        let rsizes: BTreeMap<u32, usize> = [(0, 100003)].into_iter().collect();
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool");
+            pool.install(|| {
+                for out in [&[0u32][..], &[2], &[], &[2, 0], &[1]] {
+                    let want =
+                        reference_einsum(&[(to_c64(&a.view()).view(), vec![0, 1, 2])], out, &sizes);
+                    assert_close(&unary(a.view(), &[0, 1, 2], out), &want, 1e-12);
+                    let t = a.slice(s![..;2, .., ..]).reversed_axes().into_dyn();
+                    let tsizes: BTreeMap<u32, usize> =
+                        [(0, 70), (1, 30), (2, 20)].into_iter().collect();
+                    let want =
+                        reference_einsum(&[(to_c64(&t).view(), vec![0, 1, 2])], out, &tsizes);
+                    assert_close(&unary(t.view(), &[0, 1, 2], out), &want, 1e-12);
+                }
+                let want =
+                    reference_einsum(&[(to_c64(&wide.view()).view(), vec![0, 1])], &[1], &wsizes);
+                assert_close(&unary(wide.view(), &[0, 1], &[1]), &want, 1e-10);
+                let want = reference_einsum(&[(to_c64(&row.view()).view(), vec![0])], &[], &rsizes);
+                assert_close(&unary(row.view(), &[0], &[]), &want, 1e-10);
+                let mut nan = row.clone();
+                nan[[77777]] = f64::NAN;
+                let m =
+                    crate::kernels::reduce(crate::kernels::ReduceOp::Max, nan.view(), &[0], &[]);
+                assert!(m.iter().all(|x| x.is_nan()), "max over a NaN is NaN");
+            });
         }
     }
 

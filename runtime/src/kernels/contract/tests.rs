@@ -1,4 +1,5 @@
 use super::*;
+use crate::kernels::blas;
 use crate::kernels::test_util::{assert_close, embedded_view, random_storage, to_c64, Rng};
 use crate::reference::reference_einsum;
 use ndarray::{Array2, Array3, Axis, Ix2};
@@ -190,6 +191,46 @@ fn random_configs_reaching_gemm() {
         check_random::<f64>(&mut rng, 4, &pool, 1e-12);
         check_random::<Complex64>(&mut rng, 4, &pool, 1e-12);
         check_random::<f32>(&mut rng, 4, &pool, 1e-5);
+    }
+}
+
+#[test]
+fn products_large_enough_for_blas() {
+    // Products the BLAS takes (k ≥ 32 with the result's unit-stride side ≥ 2× the other, or
+    // k ≥ 256), on plain and randomly strided views, with batch labels and sums, in every
+    // dtype: once through the system BLAS (when this machine has one) and once through the
+    // gemm crate.
+    let sizes: BTreeMap<u32, usize> = [(0, 150), (1, 40), (2, 9), (3, 3), (4, 300)]
+        .into_iter()
+        .collect();
+    let cases: [(&[u32], &[u32], &[u32]); 5] = [
+        (&[0, 1], &[1, 2], &[2, 0]), // C row-major 9×150: BLAS sees m = 150, n = 9
+        (&[1, 0], &[2, 1], &[2, 0]), // both operands transposed
+        (&[3, 0, 1], &[3, 1, 2], &[3, 2, 0]), // with a batch label
+        (&[2, 4], &[4, 3], &[2, 3]), // k = 300, small result
+        (&[0, 4], &[4, 1], &[0, 1]), // k = 300
+    ];
+    for use_blas in [true, false] {
+        let mut rng = Rng(17);
+        let before = blas::calls();
+        let mut run = || {
+            for (ai, bi, oi) in cases {
+                for plain in [true, false] {
+                    check_case::<f64>(&mut rng, ai, bi, oi, &sizes, plain, 1e-11);
+                    check_case::<f32>(&mut rng, ai, bi, oi, &sizes, plain, 1e-4);
+                    check_case::<Complex32>(&mut rng, ai, bi, oi, &sizes, plain, 1e-4);
+                    check_case::<Complex64>(&mut rng, ai, bi, oi, &sizes, plain, 1e-11);
+                }
+            }
+        };
+        if use_blas {
+            run()
+        } else {
+            blas::without(run)
+        }
+        if use_blas && blas::blas().is_some() {
+            assert!(blas::calls() > before, "no product went to the BLAS");
+        }
     }
 }
 
