@@ -455,15 +455,18 @@ fn run_plan<'a>(
         // A value nobody reads (a store's own slot) is not kept alive, unless a
         // preparation returns it.
         let returned = matches!(mode, Mode::Prepare { keep, .. } if keep[k]);
-        if last_use[k] != usize::MAX || returned {
+        let kept = last_use[k] != usize::MAX || returned;
+        if kept {
             values[k] = Some(result);
         }
         if let Some(t0) = t0 {
             stats.steps.push((k, t0.elapsed(), s.flops, bytes));
-            // Measured before this step's arguments are freed: they coexist with the result.
+            // Measured before this step's arguments are freed: they coexist with the result,
+            // which `live_bytes` already counts when it was kept in its slot.
+            let unkept = if kept { 0 } else { bytes };
             stats.peak_bytes = stats
                 .peak_bytes
-                .max(live_bytes(&values, &tensors) + bytes + body_peak);
+                .max(live_bytes(&values, &tensors) + unkept + body_peak);
         }
         for a in reads(&s.op) {
             let returned = matches!(mode, Mode::Prepare { keep, .. } if keep[a]);
