@@ -11,12 +11,12 @@
 use einc_compiler::dump;
 use einc_compiler::ir::TensorId;
 use einc_compiler::optimize;
-use einc_compiler::order::Optimizer;
+use einc_compiler::order::{Budget, Optimizer};
 use einc_compiler::pipeline::{self, CompileConfig};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn shared_dir() -> String {
     std::env::var("EINC_SHARED")
@@ -167,21 +167,24 @@ fn lattice(rows: usize, cols: usize) {
     let _ = writeln!(s, "Y[x] = {}", factors.join(" * "));
     let _ = writeln!(s, "output Y");
     let (_, checked) = pipeline::check_ein(&s).unwrap_or_else(|d| panic!("lattice: {}", d.message));
-    // The default order search (hyper, 512 trials at this size), the same with a time
-    // budget for the search, and opt_einsum's greedy.
+    // The default compile: hyper with the compile budget (`order::compile_budget`: a
+    // few thousand tensor-trials and the light polish for a contraction this cheap);
+    // the order search's own default (512 trials and the full polish at this size),
+    // which is what the compile ran before the budget; opt_einsum's greedy.
     let runs = [
-        (Optimizer::Auto, None),
-        (Optimizer::Auto, Some(Duration::from_millis(300))),
-        (Optimizer::Greedy, None),
+        ("auto, compile budget (the default)", Optimizer::Auto, None),
+        ("auto, search budget", Optimizer::Auto, Some(Budget::Search)),
+        ("greedy", Optimizer::Greedy, None),
     ];
-    for (optimizer, budget) in runs {
+    for (label, optimizer, budget) in runs {
         let mut cfg = CompileConfig::default();
         cfg.plan.optimizer = optimizer;
-        cfg.plan.limits.time_limit = budget;
+        cfg.plan.limits.budget = budget;
         let mut best_time = f64::INFINITY;
         let mut egraph_time = f64::INFINITY;
         let mut flops = 0.0;
         let mut stop = String::new();
+        let mut notes = Vec::new();
         for _ in 0..3 {
             let t = Instant::now();
             let c = pipeline::compile_ein(&checked, &BTreeMap::new(), &cfg)
@@ -191,11 +194,12 @@ fn lattice(rows: usize, cols: usize) {
             let (_, r) = optimize::optimize(&c.ir, &cfg.optimize);
             egraph_time = egraph_time.min(t.elapsed().as_secs_f64());
             flops = c.plan.flops();
+            notes = c.plan.notes;
             stop = r.stop_reason;
         }
         println!(
-            "\n{rows}x{cols} lattice ({} tensors, bond 2), order search {optimizer}, budget {budget:?}: \
-             optimizer time {:.1} ms (e-graph pass {:.2} ms: {stop}), plan flops {flops:.4e}",
+            "\n{rows}x{cols} lattice ({} tensors, bond 2), order search {label}: \
+             optimizer time {:.1} ms (e-graph pass {:.2} ms: {stop}), plan flops {flops:.4e} {notes:?}",
             rows * cols,
             best_time * 1e3,
             egraph_time * 1e3,
