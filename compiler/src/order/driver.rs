@@ -40,14 +40,15 @@ const COMPILE_FULL_POLISH_MAX_N: usize = 40;
 /// The hyper trials and polish of [`Budget::Compile`], for `n` tensors whose contraction
 /// by opt_einsum's greedy tree costs `greedy_flops`.
 ///
-/// The search is worth what the contraction costs: it runs `trials × n ≈ greedy_flops /
-/// 1.5e6` tensor-trials, and at least 4096 (about 0.2 s with the light polish on a
-/// 200-tensor lattice on a 2-core machine). One tensor-trial takes some 20-50 µs, so
-/// the search stays within a few percent of the contraction's own time at a few Gflop/s;
-/// a contraction expensive enough gets the whole [`default_trials`] search with the full
-/// polish, as `search` gives on its own. Measured on the path suite: the cheap networks
-/// lose little to nothing against the full search (docs/benchmarks.md, e-graph section).
-/// A function of the problem alone, never of the clock: plans stay deterministic.
+/// The search is worth what the contraction would cost without it: it runs `trials × n ≈
+/// greedy_flops / 1.5e6` tensor-trials, and at least 4096 (with the light polish, about
+/// 0.3 s on a 200-tensor lattice on a loaded 2-core machine). One tensor-trial takes some
+/// 20-50 µs, so the trials take about a tenth of the time greedy's tree would take to run
+/// at a few Gflop/s; a contraction expensive enough gets the whole [`default_trials`]
+/// search with the full polish, as `search` gives on its own. Measured on the path suite,
+/// most cheap networks lose nothing against the full search, a few up to 1.5x
+/// (docs/benchmarks.md, e-graph section). A function of the problem alone, never of the
+/// clock: plans stay deterministic.
 pub fn compile_budget(n: usize, greedy_flops: f64) -> (usize, Polish) {
     let full = default_trials(n);
     let work = (greedy_flops / COMPILE_FLOPS_PER_WORK).max(COMPILE_WORK);
