@@ -108,6 +108,7 @@ pub fn run(a: PathArgs) -> Result<(), Error> {
         time_limit,
         seed: a.seed,
         trials: a.trials,
+        budget: None,
         allow_slicing: !a.no_slicing,
         progress: Some(progress.clone()),
     };

@@ -3,7 +3,9 @@
 //! best known per-call cost (opt_einsum's `opt_cost`, constants' precomputation not
 //! counted), einc's per-call plan cost and the optimizer's time (e-graph, order search
 //! and planning), as a markdown table. Also times a 200-tensor network, where the
-//! e-graph must step aside for the order search.
+//! e-graph must step aside for the order search, and the path suite's 200-tensor networks
+//! compiled as einsums, each with the compile budget (the default) and the order search's
+//! own budget.
 //!
 //! `cargo bench -p einc-compiler --bench egraph` (set `EINC_SHARED` to the shared
 //! directory when it is not `../shared` from the repository root).
@@ -11,12 +13,13 @@
 use einc_compiler::dump;
 use einc_compiler::ir::TensorId;
 use einc_compiler::optimize;
-use einc_compiler::order::Optimizer;
+use einc_compiler::order::{Budget, Optimizer};
 use einc_compiler::pipeline::{self, CompileConfig};
+use einc_frontend::ein::ast::DType;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn shared_dir() -> String {
     std::env::var("EINC_SHARED")
@@ -128,6 +131,55 @@ fn main() {
         );
     }
     lattice(10, 20);
+    suite_networks(200);
+}
+
+/// The path suite's networks of `n` tensors (`../shared/paths/suite.json`), compiled as
+/// einsums (what `einc::einsum` / `Expression` do): the compile budget (the default) and
+/// the order search's own budget, with their plans' flops.
+fn suite_networks(n: usize) {
+    let path = format!("{}/paths/suite.json", shared_dir());
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let suite: Value = serde_json::from_str(&text).expect("suite JSON");
+    println!("\n| {n}-tensor network | compile budget: time | trials | plan flops | search budget: time | plan flops |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for case in suite["cases"].as_array().expect("cases") {
+        let eq = case["eq"].as_str().expect("eq");
+        let shapes: Vec<Vec<usize>> =
+            serde_json::from_value(case["shapes"].clone()).expect("shapes");
+        if shapes.len() != n {
+            continue;
+        }
+        let name = case["name"].as_str().expect("name");
+        let dtypes = vec![DType::F64; n];
+        let mut row = format!("| {name} |");
+        for (budget, repeat) in [(None, 3), (Some(Budget::Search), 1)] {
+            let mut cfg = CompileConfig::default();
+            cfg.plan.limits.budget = budget;
+            let mut best_time = f64::INFINITY;
+            let mut plan = None;
+            for _ in 0..repeat {
+                let t = Instant::now();
+                let c = pipeline::compile_einsum(eq, &shapes, &dtypes, &cfg)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                best_time = best_time.min(t.elapsed().as_secs_f64());
+                plan = Some(c.plan);
+            }
+            let plan = plan.expect("compiled at least once");
+            let trials = plan
+                .notes
+                .iter()
+                .find_map(|n| n.strip_prefix("hyper: ")?.split(' ').next())
+                .unwrap_or("-");
+            if budget.is_none() {
+                let _ = write!(row, " {:.0} ms | {trials} |", best_time * 1e3);
+            } else {
+                let _ = write!(row, " {:.0} ms |", best_time * 1e3);
+            }
+            let _ = write!(row, " {:.4e} |", plan.flops());
+        }
+        println!("{row}");
+    }
 }
 
 /// A `rows × cols` 2D lattice of tensors with bond dimension 2, contracted to one open
@@ -167,21 +219,24 @@ fn lattice(rows: usize, cols: usize) {
     let _ = writeln!(s, "Y[x] = {}", factors.join(" * "));
     let _ = writeln!(s, "output Y");
     let (_, checked) = pipeline::check_ein(&s).unwrap_or_else(|d| panic!("lattice: {}", d.message));
-    // The default order search (hyper, 512 trials at this size), the same with a time
-    // budget for the search, and opt_einsum's greedy.
+    // The default compile: hyper with the compile budget (`order::compile_budget`: a
+    // few thousand tensor-trials and the light polish for a contraction this cheap);
+    // the order search's own default (512 trials and the full polish at this size),
+    // which is what the compile ran before the budget; opt_einsum's greedy.
     let runs = [
-        (Optimizer::Auto, None),
-        (Optimizer::Auto, Some(Duration::from_millis(300))),
-        (Optimizer::Greedy, None),
+        ("auto, compile budget (the default)", Optimizer::Auto, None),
+        ("auto, search budget", Optimizer::Auto, Some(Budget::Search)),
+        ("greedy", Optimizer::Greedy, None),
     ];
-    for (optimizer, budget) in runs {
+    for (label, optimizer, budget) in runs {
         let mut cfg = CompileConfig::default();
         cfg.plan.optimizer = optimizer;
-        cfg.plan.limits.time_limit = budget;
+        cfg.plan.limits.budget = budget;
         let mut best_time = f64::INFINITY;
         let mut egraph_time = f64::INFINITY;
         let mut flops = 0.0;
         let mut stop = String::new();
+        let mut notes = Vec::new();
         for _ in 0..3 {
             let t = Instant::now();
             let c = pipeline::compile_ein(&checked, &BTreeMap::new(), &cfg)
@@ -191,11 +246,12 @@ fn lattice(rows: usize, cols: usize) {
             let (_, r) = optimize::optimize(&c.ir, &cfg.optimize);
             egraph_time = egraph_time.min(t.elapsed().as_secs_f64());
             flops = c.plan.flops();
+            notes = c.plan.notes;
             stop = r.stop_reason;
         }
         println!(
-            "\n{rows}x{cols} lattice ({} tensors, bond 2), order search {optimizer}, budget {budget:?}: \
-             optimizer time {:.1} ms (e-graph pass {:.2} ms: {stop}), plan flops {flops:.4e}",
+            "\n{rows}x{cols} lattice ({} tensors, bond 2), order search {label}: \
+             optimizer time {:.1} ms (e-graph pass {:.2} ms: {stop}), plan flops {flops:.4e} {notes:?}",
             rows * cols,
             best_time * 1e3,
             egraph_time * 1e3,

@@ -15,7 +15,7 @@
 //! `Arg` appears nowhere else.
 
 use crate::ir::*;
-use crate::order::{self, Limits, Optimizer};
+use crate::order::{self, Budget, Limits, Optimizer};
 pub use crate::semiring::Semiring;
 use einc_frontend::ein::ast::DType;
 use std::collections::BTreeMap;
@@ -405,14 +405,13 @@ impl Builder<'_> {
             .collect();
         let output: Vec<u32> = free.iter().map(|i| i.0).collect();
         let sizes: Vec<u64> = self.p.indices.iter().map(|(_, i)| i.size).collect();
-        let info = order::search(
-            &inputs,
-            &output,
-            &sizes,
-            self.cfg.optimizer,
-            &self.cfg.limits,
-        )
-        .map_err(|e| PlanError(format!("contraction-order search failed: {e}")))?;
+        // A compile's search is sized to the contraction unless the caller chose.
+        let limits = Limits {
+            budget: Some(self.cfg.limits.budget.unwrap_or(Budget::Compile)),
+            ..self.cfg.limits.clone()
+        };
+        let info = order::search(&inputs, &output, &sizes, self.cfg.optimizer, &limits)
+            .map_err(|e| PlanError(format!("contraction-order search failed: {e}")))?;
         self.notes.extend(info.notes.iter().cloned());
         // A sliced tree runs inside a `SliceSum`: its steps go to a body of their own, on
         // arguments that no longer hold the sliced indices. A factor whose reduction keeps

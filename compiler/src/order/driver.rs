@@ -4,12 +4,12 @@
 
 use std::time::Instant;
 
-use super::hyper::{self, HyperOptions};
+use super::hyper::{self, HyperBudget, HyperOptions};
 use super::slicing::{self, Slicing};
 use super::tree::{Ctx, Tree};
 use super::{
-    cost, greedy, optimal, ssa_to_linear, Limits, Optimizer, OrderError, PathInfo, Problem,
-    AUTO_OPTIMAL_MAX_INPUTS,
+    cost, greedy, optimal, ssa_to_linear, Budget, Limits, Optimizer, OrderError, PathInfo, Polish,
+    Problem, AUTO_OPTIMAL_MAX_INPUTS,
 };
 
 type Ssa = Vec<(usize, usize)>;
@@ -26,6 +26,45 @@ pub fn default_trials(n: usize) -> usize {
         401..=700 => 128,
         _ => 32,
     }
+}
+
+/// Tensors × trials that a compile's hyper search runs at least ([`compile_budget`]).
+const COMPILE_WORK: f64 = 4096.0;
+/// Flops of the contraction (opt_einsum greedy's tree) that buy one more tensor × trial.
+const COMPILE_FLOPS_PER_WORK: f64 = 1.5e6;
+/// The fewest trials a compile's hyper search runs.
+const COMPILE_MIN_TRIALS: usize = 8;
+/// Networks of at most this many tensors keep the full polish in a compile.
+const COMPILE_FULL_POLISH_MAX_N: usize = 40;
+
+/// The hyper trials and polish of [`Budget::Compile`], for `n` tensors whose contraction
+/// by opt_einsum's greedy tree costs `greedy_flops`.
+///
+/// The search is worth what the contraction would cost without it: it runs `trials × n ≈
+/// greedy_flops / 1.5e6` tensor-trials, and at least 4096 (with the light polish, about
+/// 0.3 s on a 200-tensor lattice on a loaded 2-core machine). One tensor-trial takes some
+/// 20-50 µs, so the trials take about a tenth of the time greedy's tree would take to run
+/// at a few Gflop/s; a contraction expensive enough gets the whole [`default_trials`]
+/// search with the full polish, as `search` gives on its own. Measured on the path suite,
+/// most cheap networks lose nothing against the full search, a few up to 1.5x
+/// (docs/benchmarks.md, e-graph section). A function of the problem alone, never of the
+/// clock: plans stay deterministic.
+pub fn compile_budget(n: usize, greedy_flops: f64) -> (usize, Polish) {
+    let full = default_trials(n);
+    let work = (greedy_flops / COMPILE_FLOPS_PER_WORK).max(COMPILE_WORK);
+    // No greedy tree (NaN: none met the memory limit) and huge budgets both give the
+    // full search.
+    let trials = if greedy_flops.is_nan() || work / n.max(1) as f64 >= full as f64 {
+        full
+    } else {
+        ((work / n.max(1) as f64) as usize).clamp(COMPILE_MIN_TRIALS, full)
+    };
+    let polish = if trials >= full || n <= COMPILE_FULL_POLISH_MAX_N {
+        Polish::Full
+    } else {
+        Polish::Light
+    };
+    (trials, polish)
 }
 
 /// Size of the subtrees that hyper search re-optimises exactly.
@@ -140,13 +179,19 @@ fn run_pairwise(
         },
         Optimizer::Hyper => {
             let ctx = Ctx::new(problem);
-            let wanted = limits.trials.unwrap_or_else(|| default_trials(n));
+            let budget = match (limits.trials, limits.budget) {
+                (Some(t), _) => HyperBudget::Fixed(t, Polish::Full),
+                (None, None | Some(Budget::Search)) => {
+                    HyperBudget::Fixed(default_trials(n), Polish::Full)
+                }
+                (None, Some(Budget::Compile)) => HyperBudget::Compile,
+            };
             let r = hyper::hyper(
                 problem,
                 &ctx,
                 &HyperOptions {
                     seed: limits.seed,
-                    trials: wanted,
+                    budget,
                     deadline,
                     limit: search_limit,
                     slice_limit: if slice { limit } else { None },
@@ -161,9 +206,9 @@ fn run_pairwise(
             ));
             if r.hit_deadline {
                 notes.push(format!(
-                    "hyper search hit the time limit after {} of {wanted} trials; \
+                    "hyper search hit the time limit after {} of {} trials; \
                      the result depends on timing",
-                    r.trials_run
+                    r.trials_run, r.trials_wanted
                 ));
             }
             let feasible: Vec<Ssa> = r

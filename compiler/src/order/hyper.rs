@@ -24,19 +24,16 @@ use super::rgreedy::{random_greedy, GreedyParams};
 use super::rng::Rng;
 use super::slicing;
 use super::tree::{Ctx, SubDp, Tree};
-use super::{greedy, Problem};
+use super::{compile_budget, greedy, Polish, Problem};
 
 /// Parts of at most this many tensors are solved exactly.
 const EXACT_PART: usize = 8;
 /// Subtree size of the quick reconfiguration of every trial's tree.
 const TRIAL_RECONF_K: usize = 6;
-/// Subtree size of the last reconfiguration of the best tree.
-const FINAL_RECONF_K: usize = 10;
-/// How many of the best trees are reconfigured at the end.
+/// How many of the best trees are kept for the final polish.
 const KEEP: usize = 8;
-/// How many of the best trees get randomised reconfiguration, on networks
-/// up to `RANDOM_RECONF_MAX_N` tensors (one tree beyond: each costs seconds there).
-const RANDOM_RECONF_TREES: usize = 4;
+/// Randomised reconfiguration is limited to one tree on networks of more than
+/// this many tensors (each costs seconds there).
 const RANDOM_RECONF_MAX_N: usize = 700;
 /// Rounds of randomised reconfiguration per tree, and how many rounds in a
 /// row without improvement end it early.
@@ -60,15 +57,57 @@ pub(crate) struct PartParams {
     pub greedy: GreedyParams,
 }
 
+/// The work of the final polish, by [`Polish`] level.
+struct PolishPlan {
+    /// Kept trees swept at `reconf_k`, and the most sweeps each.
+    keep: usize,
+    sweeps: usize,
+    /// Trees that get the wide sweep and randomised reconfiguration.
+    random_trees: usize,
+    /// Subtree size of the wide sweeps and of the randomised reconfiguration.
+    final_k: usize,
+}
+
+impl PolishPlan {
+    fn of(polish: Polish) -> PolishPlan {
+        match polish {
+            Polish::Full => PolishPlan {
+                keep: KEEP,
+                sweeps: 16,
+                random_trees: 4,
+                final_k: 10,
+            },
+            // Measured on a 200-tensor lattice: the randomised reconfiguration of the best
+            // two trees does nearly all of the full polish's work (1.6664e6 flops either
+            // way) at a tenth of its time; subtrees of 8 rather than 10 tensors cost about
+            // a third as much per sweep.
+            Polish::Light => PolishPlan {
+                keep: 2,
+                sweeps: 2,
+                random_trees: 2,
+                final_k: 8,
+            },
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Params {
     Greedy(GreedyParams),
     Partition(PartParams),
 }
 
+/// How many trials, and which polish.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum HyperBudget {
+    Fixed(usize, Polish),
+    /// [`compile_budget`] of the network and its opt_einsum greedy tree.
+    Compile,
+}
+
 pub(crate) struct HyperOptions {
     pub seed: u64,
-    pub trials: usize,
+    pub budget: HyperBudget,
     pub deadline: Option<Instant>,
     /// Largest intermediate a tree may have (constrained search).
     pub limit: Option<f64>,
@@ -84,6 +123,7 @@ pub(crate) struct HyperResult {
     /// The best trees found, best first (at least one).
     pub trees: Vec<Tree>,
     pub trials_run: usize,
+    pub trials_wanted: usize,
     pub hit_deadline: bool,
     pub best_method: &'static str,
 }
@@ -197,13 +237,21 @@ pub(crate) fn hyper(p: &Problem, ctx: &Ctx, opts: &HyperOptions) -> HyperResult 
         kept.truncate(KEEP);
         s
     };
+    let mut greedy_flops = f64::NAN;
     if let Ok(ssa) = greedy::greedy(p, opts.limit) {
-        offer(Tree::from_ssa(ctx, &ssa), "opt_einsum-greedy", &mut kept);
+        let t = Tree::from_ssa(ctx, &ssa);
+        greedy_flops = t.total_flops();
+        offer(t, "opt_einsum-greedy", &mut kept);
     }
+    let (trials, polish) = match opts.budget {
+        HyperBudget::Fixed(t, polish) => (t, polish),
+        HyperBudget::Compile => compile_budget(ctx.n, greedy_flops),
+    };
+    let plan = PolishPlan::of(polish);
     let mut best: [Option<(f64, Params)>; 2] = [None, None];
     let mut trials_run = 0;
     let mut hit_deadline = false;
-    for trial in 0..opts.trials {
+    for trial in 0..trials {
         if opts.deadline.is_some_and(|d| Instant::now() > d) {
             hit_deadline = true;
             break;
@@ -256,10 +304,11 @@ pub(crate) fn hyper(p: &Problem, ctx: &Ctx, opts: &HyperOptions) -> HyperResult 
         && opts.deadline.is_none_or(|d| Instant::now() <= d);
     let mut polished: Vec<(f64, Tree, &'static str)> = kept
         .into_iter()
-        .map(|(_, mut t, m)| {
+        .enumerate()
+        .map(|(i, (_, mut t, m))| {
             // Trees ranked by sliced cost are polished while being sliced.
-            if polish {
-                t.reconfigure(ctx, opts.reconf_k, 16, opts.limit);
+            if polish && i < plan.keep {
+                t.reconfigure(ctx, opts.reconf_k, plan.sweeps, opts.limit);
             }
             (score(&t, opts.limit), t, m)
         })
@@ -270,17 +319,17 @@ pub(crate) fn hyper(p: &Problem, ctx: &Ctx, opts: &HyperOptions) -> HyperResult 
     // cotengra that more trials did not), and the winner a last sweep.
     if polish {
         let trees = if ctx.n <= RANDOM_RECONF_MAX_N {
-            RANDOM_RECONF_TREES
+            plan.random_trees
         } else {
             1
         };
         for (i, best) in polished.iter_mut().take(trees).enumerate() {
             // Its own stream, so that the trial count alone fixes the result.
             let mut rng = Rng::stream(opts.seed ^ 0x5EED, i as u64);
-            best.1.reconfigure(ctx, FINAL_RECONF_K, 4, opts.limit);
+            best.1.reconfigure(ctx, plan.final_k, 4, opts.limit);
             best.1.reconfigure_random(
                 ctx,
-                FINAL_RECONF_K,
+                plan.final_k,
                 RANDOM_RECONF_ROUNDS,
                 RANDOM_RECONF_PATIENCE,
                 opts.limit,
@@ -290,7 +339,7 @@ pub(crate) fn hyper(p: &Problem, ctx: &Ctx, opts: &HyperOptions) -> HyperResult 
         }
         polished.sort_by(|a, b| a.0.total_cmp(&b.0));
         if let Some(best) = polished.first_mut() {
-            best.1.reconfigure(ctx, FINAL_RECONF_K, 4, opts.limit);
+            best.1.reconfigure(ctx, plan.final_k, 4, opts.limit);
             best.0 = score(&best.1, opts.limit);
         }
     }
@@ -298,6 +347,7 @@ pub(crate) fn hyper(p: &Problem, ctx: &Ctx, opts: &HyperOptions) -> HyperResult 
     HyperResult {
         trees: polished.into_iter().map(|k| k.1).collect(),
         trials_run,
+        trials_wanted: trials,
         hit_deadline,
         best_method,
     }

@@ -50,7 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use cost::evaluate;
-pub use driver::default_trials;
+pub use driver::{compile_budget, default_trials};
 pub use optimal::MAX_OPTIMAL_INPUTS;
 pub use slicing::Slicing;
 pub use ssa::{linear_to_ssa, ssa_to_linear};
@@ -105,6 +105,32 @@ impl fmt::Display for Optimizer {
     }
 }
 
+/// How much work `Hyper` spends polishing its best trees once the trials are done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Polish {
+    /// The eight best trees swept with subtrees of 8 tensors, the best four swept and
+    /// reconfigured at random with subtrees of 10: what `search` does unless told
+    /// otherwise (tuned on the path suite, `benches/paths.rs`).
+    #[default]
+    Full,
+    /// The best two trees swept twice, then swept and reconfigured at random with
+    /// subtrees of 8: about a tenth of the full polish's time on a 200-tensor lattice, for
+    /// compiles ([`Budget::Compile`]).
+    Light,
+}
+
+/// How `Hyper` (and `Auto` above [`AUTO_OPTIMAL_MAX_INPUTS`] tensors) sizes its work
+/// when [`Limits::trials`] is not set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Budget {
+    /// [`default_trials`] and the full polish: the search on its own (`search`'s default,
+    /// `einc path`, `benches/paths.rs`).
+    Search,
+    /// [`compile_budget`]: scaled to what the contraction costs, so that a cheap
+    /// contraction of many tensors is not searched for seconds (`plan`'s default).
+    Compile,
+}
+
 /// Resource limits for the search.
 #[derive(Clone, Debug, Default)]
 pub struct Limits {
@@ -118,8 +144,12 @@ pub struct Limits {
     /// Seed of the randomised searches (`Hyper`, and `Auto` on large
     /// problems); a fixed seed and trial count give a fixed result.
     pub seed: u64,
-    /// Number of `Hyper` trials; `None` picks a default from the problem size.
+    /// Number of `Hyper` trials (with the full polish); `None` lets `budget` decide.
     pub trials: Option<usize>,
+    /// How the trials and the polish are chosen when `trials` is `None`; `None` means
+    /// the caller's default: [`Budget::Search`] for [`search`], [`Budget::Compile`] for
+    /// `plan::plan` (and so for every compile).
+    pub budget: Option<Budget>,
     /// With a memory limit, a tree may also meet it by slicing indices: the
     /// contraction then runs once per slice ([`PathInfo::slicing`]). Off by
     /// default because executing a sliced tree needs an executor that loops

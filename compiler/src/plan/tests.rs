@@ -145,3 +145,55 @@ fn elementwise_chains_fuse_and_the_plan_stays_valid() {
         }
     )));
 }
+
+/// An einsum over a `w × h` open lattice of bond-2 tensors, contracted to a scalar.
+fn lattice_einsum(w: usize, h: usize) -> (String, Vec<Vec<usize>>) {
+    let mut labels = (0..)
+        .filter_map(char::from_u32)
+        .filter(|c| c.is_alphabetic());
+    let mut terms: Vec<String> = vec![String::new(); w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let k = y * w + x;
+            if x + 1 < w {
+                let c = labels.next().expect("enough labels");
+                terms[k].push(c);
+                terms[k + 1].push(c);
+            }
+            if y + 1 < h {
+                let c = labels.next().expect("enough labels");
+                terms[k].push(c);
+                terms[k + w].push(c);
+            }
+        }
+    }
+    let shapes = terms.iter().map(|t| vec![2; t.chars().count()]).collect();
+    (format!("{}->", terms.join(",")), shapes)
+}
+
+#[test]
+fn a_compile_sizes_the_order_search_to_the_contraction() {
+    let (eq, shapes) = lattice_einsum(10, 6);
+    let dtypes = vec![DType::F64; shapes.len()];
+    let cfg = CompileConfig::default();
+    let a = compile_einsum(&eq, &shapes, &dtypes, &cfg).expect("compiles");
+    // A few thousand flops: the compile budget's floor of 4096 tensor-trials, not the
+    // search's own default of 2048 trials.
+    let trials = format!("hyper: {} trials", 4096 / 60);
+    assert!(
+        a.plan.notes.iter().any(|n| n.starts_with(&trials)),
+        "{:?}",
+        a.plan.notes
+    );
+    let b = compile_einsum(&eq, &shapes, &dtypes, &cfg).expect("compiles");
+    assert_eq!(a.plan, b.plan, "deterministic");
+    // A caller's choice stands.
+    let mut fixed = CompileConfig::default();
+    fixed.plan.limits.trials = Some(2);
+    let c = compile_einsum(&eq, &shapes, &dtypes, &fixed).expect("compiles");
+    assert!(c
+        .plan
+        .notes
+        .iter()
+        .any(|n| n.starts_with("hyper: 2 trials")));
+}

@@ -333,3 +333,66 @@ fn slicing_never_touches_output_labels() {
     let e = search(&inputs, &[0, 1, 2], &[3, 3, 3], Optimizer::Hyper, &l).unwrap_err();
     assert!(matches!(e, OrderError::MemoryLimitImpossible { .. }));
 }
+
+#[test]
+fn compile_budget_is_bounded_and_grows_with_the_contraction() {
+    for n in [14, 20, 40, 41, 100, 200, 400, 700, 1000, 3000] {
+        let full = default_trials(n);
+        let mut last = 0;
+        for flops in [
+            0.0,
+            1e3,
+            1e6,
+            1e8,
+            1e9,
+            1e10,
+            1e11,
+            1e12,
+            1e14,
+            1e20,
+            f64::INFINITY,
+        ] {
+            let (trials, polish) = compile_budget(n, flops);
+            assert_eq!(compile_budget(n, flops), (trials, polish), "deterministic");
+            assert!(
+                (8.min(full)..=full).contains(&trials),
+                "n {n}, {flops}: {trials}"
+            );
+            assert!(trials >= last, "more flops never buy fewer trials");
+            last = trials;
+            if trials < full && n > 40 {
+                assert_eq!(polish, Polish::Light);
+            } else {
+                assert_eq!(polish, Polish::Full);
+            }
+        }
+        // Cheap contractions: about 4096 tensor-trials; expensive ones: the whole search.
+        assert_eq!(compile_budget(n, 1e6).0, (4096 / n).clamp(8, full));
+        assert_eq!(compile_budget(n, 1e30), (full, Polish::Full));
+        assert_eq!(compile_budget(n, f64::NAN), (full, Polish::Full));
+    }
+}
+
+#[test]
+fn compile_budget_search_is_deterministic_and_reports_its_trials() {
+    let (inputs, sizes) = lattice(10, 6, 2, false);
+    let compile = Limits {
+        budget: Some(Budget::Compile),
+        ..Limits::default()
+    };
+    let a = search(&inputs, &[], &sizes, Optimizer::Auto, &compile).unwrap();
+    let b = search(&inputs, &[], &sizes, Optimizer::Auto, &compile).unwrap();
+    assert_eq!(a.path, b.path);
+    // A cheap contraction (a few thousand flops): the floor of 4096 tensor-trials.
+    assert_eq!(a.trials, 4096 / 60);
+    // Explicit trials win over the budget.
+    let fixed = Limits {
+        trials: Some(3),
+        ..compile.clone()
+    };
+    let c = search(&inputs, &[], &sizes, Optimizer::Auto, &fixed).unwrap();
+    assert_eq!(c.trials, 3);
+    // Never worse than opt_einsum's greedy, which hyper always offers.
+    let g = search(&inputs, &[], &sizes, Optimizer::Greedy, &Limits::default()).unwrap();
+    assert!(a.flops <= g.flops);
+}
