@@ -405,9 +405,14 @@ impl Builder<'_> {
             .collect();
         let output: Vec<u32> = free.iter().map(|i| i.0).collect();
         let sizes: Vec<u64> = self.p.indices.iter().map(|(_, i)| i.size).collect();
-        // A compile's search is sized to the contraction unless the caller chose.
+        // A compile's search is sized to the contraction unless the caller chose (a budget,
+        // or `hyper` by name: then the whole search, as `einc path` runs it).
+        let default = match self.cfg.optimizer {
+            Optimizer::Hyper => Budget::Search,
+            _ => Budget::Compile,
+        };
         let limits = Limits {
-            budget: Some(self.cfg.limits.budget.unwrap_or(Budget::Compile)),
+            budget: Some(self.cfg.limits.budget.unwrap_or(default)),
             ..self.cfg.limits.clone()
         };
         let info = order::search(&inputs, &output, &sizes, self.cfg.optimizer, &limits)

@@ -32,6 +32,11 @@ pub fn default_trials(n: usize) -> usize {
 const COMPILE_WORK: f64 = 4096.0;
 /// Flops of the contraction (opt_einsum greedy's tree) that buy one more tensor × trial.
 const COMPILE_FLOPS_PER_WORK: f64 = 1.5e6;
+/// Tensors × trials that a compile's hyper search runs at most, however costly the
+/// contraction: the e-graph issue asks any 200-tensor network to compile in under a second
+/// (8192 is 40 trials there). `einc path` and an explicit `--optimizer hyper` keep the
+/// whole search ([`Budget::Search`](super::Budget::Search)).
+const COMPILE_MAX_WORK: f64 = 8192.0;
 /// The fewest trials a compile's hyper search runs.
 const COMPILE_MIN_TRIALS: usize = 8;
 /// Networks of at most this many tensors keep the full polish in a compile.
@@ -41,24 +46,24 @@ const COMPILE_FULL_POLISH_MAX_N: usize = 40;
 /// by opt_einsum's greedy tree costs `greedy_flops`.
 ///
 /// The search is worth what the contraction would cost without it: it runs `trials × n ≈
-/// greedy_flops / 1.5e6` tensor-trials, and at least 4096 (with the light polish, about
-/// 0.3 s on a 200-tensor lattice on a loaded 2-core machine). One tensor-trial takes some
-/// 20-50 µs, so the trials take about a tenth of the time greedy's tree would take to run
-/// at a few Gflop/s; a contraction expensive enough gets the whole [`default_trials`]
-/// search with the full polish, as `search` gives on its own. Measured on the path suite,
-/// most cheap networks lose nothing against the full search, a few up to 1.5x
-/// (docs/benchmarks.md, e-graph section). A function of the problem alone, never of the
-/// clock: plans stay deterministic.
+/// greedy_flops / 1.5e6` tensor-trials, at least 4096 (with the light polish, about 0.3 s
+/// on a 200-tensor lattice on a loaded 2-core machine) and at most 8192, so that a compile
+/// stays under a second however costly the network (randreg3_n200, whose greedy tree costs
+/// 3.5e15 flops, took 5–7 s with the whole 512-trial search). One tensor-trial takes some
+/// 20-50 µs. Networks small enough get the whole [`default_trials`] search with the full
+/// polish, as `search` gives on its own. Measured on the path suite, most cheap networks
+/// lose nothing against the full search, a few up to 1.5x (docs/benchmarks.md, e-graph
+/// section). A function of the problem alone, never of the clock: plans stay
+/// deterministic.
 pub fn compile_budget(n: usize, greedy_flops: f64) -> (usize, Polish) {
     let full = default_trials(n);
-    let work = (greedy_flops / COMPILE_FLOPS_PER_WORK).max(COMPILE_WORK);
-    // No greedy tree (NaN: none met the memory limit) and huge budgets both give the
-    // full search.
-    let trials = if greedy_flops.is_nan() || work / n.max(1) as f64 >= full as f64 {
-        full
+    // No greedy tree (NaN: none met the memory limit) buys the most work.
+    let work = if greedy_flops.is_nan() {
+        COMPILE_MAX_WORK
     } else {
-        ((work / n.max(1) as f64) as usize).clamp(COMPILE_MIN_TRIALS, full)
+        (greedy_flops / COMPILE_FLOPS_PER_WORK).clamp(COMPILE_WORK, COMPILE_MAX_WORK)
     };
+    let trials = ((work / n.max(1) as f64) as usize).clamp(COMPILE_MIN_TRIALS, full);
     let polish = if trials >= full || n <= COMPILE_FULL_POLISH_MAX_N {
         Polish::Full
     } else {

@@ -197,3 +197,26 @@ fn a_compile_sizes_the_order_search_to_the_contraction() {
         .iter()
         .any(|n| n.starts_with("hyper: 2 trials")));
 }
+
+#[test]
+fn hyper_by_name_runs_the_whole_search() {
+    // `--optimizer hyper` asks for the search `einc path` runs, not the compile budget.
+    let (eq, shapes) = lattice_einsum(4, 4);
+    let dtypes = vec![DType::F64; shapes.len()];
+    let auto = compile_einsum(&eq, &shapes, &dtypes, &CompileConfig::default()).expect("compiles");
+    let want = format!("hyper: {} trials", 4096 / 16);
+    assert!(
+        auto.plan.notes.iter().any(|n| n.starts_with(&want)),
+        "{:?}",
+        auto.plan.notes
+    );
+    let mut cfg = CompileConfig::default();
+    cfg.plan.optimizer = crate::order::Optimizer::Hyper;
+    let hyper = compile_einsum(&eq, &shapes, &dtypes, &cfg).expect("compiles");
+    let want = format!("hyper: {} trials", crate::order::default_trials(16));
+    assert!(
+        hyper.plan.notes.iter().any(|n| n.starts_with(&want)),
+        "{:?}",
+        hyper.plan.notes
+    );
+}

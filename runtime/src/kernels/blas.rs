@@ -87,6 +87,17 @@ pub fn calls() -> usize {
 thread_local! {
     /// Set by [`without`]: the calling thread's products use the `gemm` crate.
     static OFF: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set by [`always`]: every product BLAS can express goes to it.
+    static ALWAYS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with [`worth_it`] answering yes on this thread, so that the benchmark that
+/// places the switch can time OpenBLAS on every shape.
+pub fn always<R>(f: impl FnOnce() -> R) -> R {
+    let before = ALWAYS.with(|c| c.replace(true));
+    let r = f();
+    ALWAYS.with(|c| c.set(before));
+    r
 }
 
 /// [`blas`] unless the calling thread is inside [`without`]. Read on the thread that
@@ -254,7 +265,9 @@ pub fn col_major<T>(call: &GemmCall<T>) -> Option<ColMajor<T>> {
 /// there). Otherwise, e.g. row-major tall-skinny products with short sums, the gemm crate
 /// is as fast or faster (65536×64×64 f32: 0.7×).
 pub fn worth_it<T>(p: &ColMajor<T>) -> bool {
-    (p.k >= 256 && p.m * p.n >= 1 << 14) || (p.m >= 2 * p.n && p.k >= 32)
+    ALWAYS.with(|c| c.get())
+        || (p.k >= 256 && p.m * p.n >= 1 << 14)
+        || (p.m >= 2 * p.n && p.k >= 32)
 }
 
 /// An element type OpenBLAS has a `?gemm` for.

@@ -366,10 +366,15 @@ fn compile_budget_is_bounded_and_grows_with_the_contraction() {
                 assert_eq!(polish, Polish::Full);
             }
         }
-        // Cheap contractions: about 4096 tensor-trials; expensive ones: the whole search.
+        // Cheap contractions: about 4096 tensor-trials; expensive ones (or no greedy
+        // tree): at most 8192, which is the whole search only for small networks.
         assert_eq!(compile_budget(n, 1e6).0, (4096 / n).clamp(8, full));
-        assert_eq!(compile_budget(n, 1e30), (full, Polish::Full));
-        assert_eq!(compile_budget(n, f64::NAN), (full, Polish::Full));
+        let most = (8192 / n).clamp(8, full);
+        assert_eq!(compile_budget(n, 1e30).0, most);
+        assert_eq!(compile_budget(n, f64::NAN).0, most);
+        if most == full {
+            assert_eq!(compile_budget(n, 1e30).1, Polish::Full);
+        }
     }
 }
 
