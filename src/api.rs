@@ -167,6 +167,23 @@ pub fn compile_with_constants(
     Ok(expr)
 }
 
+/// The result as an array of `T`, cast when the plan's result dtype differs.
+fn typed<T: Element>(out: TensorData) -> Result<ArrayD<T>, Error> {
+    let dt = out.dtype();
+    T::unwrap(if dt == T::DTYPE {
+        out
+    } else {
+        out.cast(T::DTYPE)
+    })
+    .ok_or_else(|| {
+        Error::Internal(format!(
+            "result dtype {} is not {}",
+            dt.name(),
+            T::DTYPE.name()
+        ))
+    })
+}
+
 /// A compiled einsum: planned once, run many times.
 #[derive(Clone, Debug)]
 pub struct Expression {
@@ -188,20 +205,7 @@ impl Expression {
     /// is `T`).
     pub fn run<T: Element>(&self, operands: &[ArrayViewD<'_, T>]) -> Result<ArrayD<T>, Error> {
         let views: Vec<TensorView<'_>> = operands.iter().map(|a| T::wrap_view(a.view())).collect();
-        let out = self.run_views(&views)?;
-        let dt = out.dtype();
-        T::unwrap(if dt == T::DTYPE {
-            out
-        } else {
-            out.cast(T::DTYPE)
-        })
-        .ok_or_else(|| {
-            Error::Internal(format!(
-                "result dtype {} is not {}",
-                dt.name(),
-                T::DTYPE.name()
-            ))
-        })
+        typed(self.run_views(&views)?)
     }
 
     /// [`Expression::run`], returning a view of the operand (no copy) when the result only
@@ -216,18 +220,7 @@ impl Expression {
             TensorCow::Borrowed(v) => T::unwrap_view(v).map(CowArray::from).ok_or_else(|| {
                 Error::Internal(format!("a view's dtype is not {}", T::DTYPE.name()))
             }),
-            TensorCow::Owned(t) => {
-                let dt = t.dtype();
-                T::unwrap(if dt == T::DTYPE { t } else { t.cast(T::DTYPE) })
-                    .map(CowArray::from)
-                    .ok_or_else(|| {
-                        Error::Internal(format!(
-                            "result dtype {} is not {}",
-                            dt.name(),
-                            T::DTYPE.name()
-                        ))
-                    })
-            }
+            TensorCow::Owned(t) => typed(t).map(CowArray::from),
         }
     }
 

@@ -9,6 +9,7 @@ use einc_runtime::kernels::{blas, contract_pair, Scalar};
 use ndarray::{ArrayD, IxDyn};
 use std::time::Instant;
 
+#[cfg(target_os = "linux")]
 fn thread_cpu_s() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -17,6 +18,13 @@ fn thread_cpu_s() -> f64 {
     // SAFETY: a valid timespec to write into.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Elsewhere (no `libc` dependency there) wall-clock time stands in.
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu_s() -> f64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64()
 }
 
 fn median_ms(mut f: impl FnMut()) -> f64 {
