@@ -96,7 +96,8 @@ pub struct Step {
     pub op: Op,
     pub indices: Vec<IndexId>,
     pub dtype: DType,
-    /// opt_einsum opt_cost convention for contractions; elements touched otherwise.
+    /// opt_einsum opt_cost convention for contractions; otherwise one per element and
+    /// operation (a `Fused` chain counts each of its operations, not its one pass).
     pub flops: f64,
 }
 
