@@ -8,7 +8,7 @@
 //! whichever costs less per call (the crossover in the rank is tested).
 
 use super::lang::ENode;
-use super::rules::{flattest, frees, EG};
+use super::rules::{flattest, private_sums, EG};
 use egg::Id;
 
 pub const FOLD: &str = "fold-constants";
@@ -39,16 +39,7 @@ pub fn fold(eg: &mut EG, class: Id, node: &ENode) -> Vec<Id> {
     if consts.len() < 2 || vars.is_empty() {
         return Vec::new();
     }
-    let var_free = frees(eg, &vars);
-    let const_free = frees(eg, &consts);
-    let inner: Vec<_> = summed
-        .iter()
-        .copied()
-        .filter(|s| {
-            !var_free.iter().any(|fr| fr.binary_search(s).is_ok())
-                && const_free.iter().any(|fr| fr.binary_search(s).is_ok())
-        })
-        .collect();
+    let inner = private_sums(eg, summed, &consts, &vars);
     let sub = eg.add(ENode::Product {
         summed: inner.clone(),
         factors: consts,

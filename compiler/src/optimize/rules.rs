@@ -188,6 +188,23 @@ pub(super) fn frees(egraph: &EG, factors: &[Id]) -> Vec<Vec<IndexId>> {
         .collect()
 }
 
+/// The indices of `summed` free in some factor of `group` and in no factor of `others`:
+/// those a sub-product of `group` can sum on its own (constant folding, sharing).
+pub(super) fn private_sums(
+    egraph: &EG,
+    summed: &[IndexId],
+    group: &[Id],
+    others: &[Id],
+) -> Vec<IndexId> {
+    let (g_free, o_free) = (frees(egraph, group), frees(egraph, others));
+    let in_any = |fr: &[Vec<IndexId>], s: &IndexId| fr.iter().any(|f| f.binary_search(s).is_ok());
+    summed
+        .iter()
+        .copied()
+        .filter(|s| in_any(&g_free, s) && !in_any(&o_free, s))
+        .collect()
+}
+
 /// Rule 1, flatten nested products:
 /// `Product{[Product{F1, S1}, F2...], S2}  =  Product{[F1..., F2...], S1 ∪ S2}`.
 ///

@@ -9,7 +9,7 @@
 //! statements reaching it) decides.
 
 use super::lang::ENode;
-use super::rules::{flattest, frees, EG};
+use super::rules::{flattest, private_sums, EG};
 use crate::ir::IndexId;
 use egg::Id;
 
@@ -92,16 +92,9 @@ pub fn share(eg: &mut EG, class: Id, node: &ENode) -> Vec<Id> {
             .copied()
             .filter(|c| !g.contains(c))
             .collect();
-        let g_free = frees(eg, &g);
-        let o_free = frees(eg, &others);
-        let inner: Vec<IndexId> = summed
-            .iter()
-            .copied()
-            .filter(|s| {
-                ps.contains(s)
-                    && g_free.iter().any(|fr| fr.binary_search(s).is_ok())
-                    && !o_free.iter().any(|fr| fr.binary_search(s).is_ok())
-            })
+        let inner: Vec<IndexId> = private_sums(eg, &summed, &g, &others)
+            .into_iter()
+            .filter(|s| ps.contains(s))
             .collect();
         if inner.is_empty() || done.iter().any(|(dg, di)| *dg == g && *di == inner) {
             continue;

@@ -170,23 +170,7 @@ pub fn contract(
         (dy, splits, kchunk, ms * ns * bs),
         d,
     );
-    let bindings = vec![
-        super::Binding {
-            binding: 0,
-            buffer: out.buf,
-            writable: true,
-        },
-        super::Binding {
-            binding: 1,
-            buffer: a.buf,
-            writable: false,
-        },
-        super::Binding {
-            binding: 2,
-            buffer: b.buf,
-            writable: false,
-        },
-    ];
+    let bindings = super::bindings(out.buf, [a.buf, b.buf]);
     let kernel = Kernel {
         name: format!("{}_gemm", at.name),
         step: at.index,
@@ -239,18 +223,7 @@ pub fn reduce_splits(
         kind: KernelKind::Loop,
         source,
         entry_point: "main",
-        bindings: vec![
-            super::Binding {
-                binding: 0,
-                buffer: out,
-                writable: true,
-            },
-            super::Binding {
-                binding: 1,
-                buffer: part,
-                writable: false,
-            },
-        ],
+        bindings: super::bindings(out, [part]),
         workgroup_size: [256, 1, 1],
         dispatch,
         dispatch_formula: format!("ceil({total} outputs / 256), summing {splits} partials"),

@@ -117,18 +117,7 @@ pub fn accumulate(
         kind: KernelKind::Loop,
         source: src,
         entry_point: "main",
-        bindings: vec![
-            super::Binding {
-                binding: 0,
-                buffer: out.buf,
-                writable: true,
-            },
-            super::Binding {
-                binding: 1,
-                buffer: tmp,
-                writable: false,
-            },
-        ],
+        bindings: super::bindings(out.buf, [tmp]),
         workgroup_size: [WG as u32, 1, 1],
         dispatch,
         dispatch_formula: format!("ceil({total} outputs / {WG})"),
@@ -407,17 +396,7 @@ fn kernel(
         }
         src.push_str("}\n");
     }
-    let bindings = std::iter::once(super::Binding {
-        binding: 0,
-        buffer: out.buf,
-        writable: true,
-    })
-    .chain(args.iter().enumerate().map(|(j, a)| super::Binding {
-        binding: j as u32 + 1,
-        buffer: a.buf,
-        writable: false,
-    }))
-    .collect();
+    let bindings = super::bindings(out.buf, args.iter().map(|a| a.buf));
     let formula = if per_group {
         format!("one workgroup per output element: {total}")
     } else {

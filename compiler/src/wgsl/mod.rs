@@ -114,6 +114,21 @@ pub struct Binding {
     pub writable: bool,
 }
 
+/// Every kernel's bindings: the written buffer at 0, then the read ones from 1 in order.
+fn bindings(out: usize, reads: impl IntoIterator<Item = usize>) -> Vec<Binding> {
+    std::iter::once(Binding {
+        binding: 0,
+        buffer: out,
+        writable: true,
+    })
+    .chain(reads.into_iter().enumerate().map(|(j, buffer)| Binding {
+        binding: j as u32 + 1,
+        buffer,
+        writable: false,
+    }))
+    .collect()
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelKind {
     /// One invocation per output element.
