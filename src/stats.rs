@@ -18,6 +18,7 @@ pub fn render(plan: &Plan, stats: &ExecStats) -> String {
             Op::Load { tensor } => format!("load {}", p.tensors[*tensor].name),
             Op::Const(_) => "const".to_string(),
             Op::Unary { .. } => "unary".to_string(),
+            Op::FusedSum { of } => format!("sum of %{} (in its pass)", of.0),
             Op::Contract { .. } => "contract".to_string(),
             Op::Elementwise { .. } => "elementwise".to_string(),
             Op::Fused { nodes, .. } => format!("fused x{}", nodes.len()),

@@ -201,6 +201,7 @@ fn dump_steps(s: &mut String, p: &crate::ir::Program, steps: &[crate::plan::Step
             Op::Load { tensor } => format!("load {}", p.tensors[*tensor].name),
             Op::Const(x) => format!("const {}", fmt_num(*x)),
             Op::Unary { arg } => format!("unary {}", v(arg)),
+            Op::FusedSum { of } => format!("sum {} (in its pass)", v(of)),
             Op::Contract { lhs, rhs } => format!("contract {}, {}", v(lhs), v(rhs)),
             Op::Elementwise { op, args } => {
                 let name = match op {

@@ -333,7 +333,9 @@ fn emit_step(s: &mut String, plan: &Plan, k: usize) -> Result<(), EmitError> {
         Op::Const(x) => {
             let _ = writeln!(s, "    let {name}: [f64; 1] = [{x:?}];");
         }
-        Op::Unary { arg: a } => {
+        // The emitted source sums a fused chain's value in a loop of its own; the runtime
+        // adds it up inside the chain's pass.
+        Op::Unary { arg: a } | Op::FusedSum { of: a } => {
             let _ = writeln!(s, "    // %{k}: unary -> [{}]", names(plan, &step.indices));
             let _ = writeln!(s, "    let mut {name} = vec![{}; {n}];", init(semi, ty));
             loops_open(s, plan, &dedup(labels(a)), &mut depth);

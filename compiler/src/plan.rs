@@ -12,7 +12,9 @@
 //! indices are a subset of their argument's; `Store` writes each result once. A `SliceSum`
 //! body obeys the same rules on its own numbering, holds only `Arg`/`Unary`/`Contract`
 //! steps, never mentions a sliced index, and its last step has the `SliceSum`'s indices;
-//! `Arg` appears nowhere else.
+//! `Arg` appears nowhere else. A `FusedSum` reads an earlier `Fused` step, keeps a proper
+//! prefix of its indices in the same order and its dtype, is the only one of that step,
+//! and occurs in sum-product plans only.
 
 use crate::ir::*;
 use crate::order::{self, Budget, Limits, Optimizer};
@@ -65,6 +67,10 @@ pub enum Op {
         args: Vec<ValueId>,
         nodes: Vec<FusedNode>,
     },
+    /// The sum of the `Fused` step `of` over its trailing indices (those missing from this
+    /// step's, which are a proper prefix of `of`'s), accumulated in that step's own pass
+    /// instead of a second pass re-reading its value (see [`fuse`]). Sum-product only.
+    FusedSum { of: ValueId },
 }
 
 /// A node of a fused elementwise chain.
@@ -82,6 +88,7 @@ impl Op {
         match self {
             Op::Load { .. } | Op::Const(_) | Op::Arg(_) => vec![],
             Op::Unary { arg } | Op::Reduce { arg, .. } | Op::Store { arg, .. } => vec![*arg],
+            Op::FusedSum { of } => vec![*of],
             Op::Contract { lhs, rhs } => vec![*lhs, *rhs],
             Op::Elementwise { args, .. } | Op::SliceSum { args, .. } | Op::Fused { args, .. } => {
                 args.clone()
@@ -96,8 +103,11 @@ pub struct Step {
     pub op: Op,
     pub indices: Vec<IndexId>,
     pub dtype: DType,
-    /// opt_einsum opt_cost convention for contractions; otherwise one per element and
-    /// operation (a `Fused` chain counts each of its operations, not its one pass).
+    /// opt_einsum opt_cost convention for contractions; otherwise one per element of each
+    /// pass over the data: a unary, elementwise or reduction step one per element it
+    /// reads or writes (the larger), a `Fused` chain one per element of its one pass
+    /// however many operations it applies, and a `FusedSum` nothing (its additions ride
+    /// on the `Fused` pass). The workload file's reference costs count the same way.
     pub flops: f64,
 }
 
@@ -170,7 +180,7 @@ pub fn plan(p: &Program, cfg: &PlanConfig) -> Result<Plan, PlanError> {
     }
     Ok(Plan {
         program: p.clone(),
-        steps: fuse::fuse_elementwise(b.steps),
+        steps: fuse::fuse_sums(fuse::fuse_elementwise(b.steps), cfg.semiring),
         optimizer: cfg.optimizer,
         semiring: cfg.semiring,
         notes: b.notes,
@@ -614,6 +624,30 @@ fn verify_steps(
                 }
                 if !sub(&s.indices, &u) {
                     return err(s, "fused step invents an index");
+                }
+            }
+            Op::FusedSum { of } => {
+                let Some(f) = steps.get(of.0 as usize).filter(|_| earlier(of)) else {
+                    return err(s, "fused sum of a later value");
+                };
+                let prefix = s.indices.len() < f.indices.len()
+                    && f.indices[..s.indices.len()] == s.indices[..];
+                if !matches!(f.op, Op::Fused { .. })
+                    || !prefix
+                    || f.dtype != s.dtype
+                    || plan.semiring != Semiring::SumProduct
+                {
+                    return err(
+                        s,
+                        "fused sum not of a fused step, not over a suffix of its indices, \
+                         of another dtype, or outside sum-product",
+                    );
+                }
+                let twice = steps[..k]
+                    .iter()
+                    .any(|o| matches!(o.op, Op::FusedSum { of: o2 } if o2 == *of));
+                if twice {
+                    return err(s, "a second fused sum of one fused step");
                 }
             }
             Op::SliceSum {

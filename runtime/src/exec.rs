@@ -321,6 +321,13 @@ fn run_plan<'a>(
         }
     }
     let semi = semiring_op(plan);
+    // The fused sum each fused pass also computes.
+    let mut side_sum: Vec<Option<usize>> = vec![None; n];
+    for (k, s) in plan.steps.iter().enumerate() {
+        if let Op::FusedSum { of } = s.op {
+            side_sum[of.0 as usize] = Some(k);
+        }
+    }
     let mut values: Vec<Option<Slot<'a>>> = vec![None; n];
     for (k, s) in plan.steps.iter().enumerate() {
         match mode {
@@ -395,7 +402,7 @@ fn run_plan<'a>(
                     let slots = vs.iter().map(get).collect::<Result<Vec<_>, _>>()?;
                     let views: Vec<TensorView<'_>> = slots.iter().map(|d| d.view()).collect();
                     let ls: Vec<&[u32]> = vs.iter().map(labels).collect();
-                    let nodes = nodes
+                    let nodes: Vec<fused::Node> = nodes
                         .iter()
                         .map(|nd| match nd {
                             FusedNode::Arg(a) => fused::Node::Arg(*a),
@@ -404,12 +411,30 @@ fn run_plan<'a>(
                             }
                         })
                         .collect();
-                    Slot::Owned(Arc::new(with_dtype(
-                        s.dtype,
-                        &views,
-                        Step::Fused(nodes, ls, out_idx),
-                    )))
+                    match side_sum[k] {
+                        Some(j) => {
+                            let keep = plan.steps[j].indices.len();
+                            let step = Step::FusedSum(nodes, ls, out_idx, keep);
+                            let (value, sum) = with_dtype_both(s.dtype, &views, step);
+                            let sum = sum.ok_or_else(|| {
+                                ExecError(format!("internal error: fused pass %{k} gave no sum"))
+                            })?;
+                            values[j] = Some(Slot::Owned(Arc::new(sum)));
+                            Slot::Owned(Arc::new(value))
+                        }
+                        None => Slot::Owned(Arc::new(with_dtype(
+                            s.dtype,
+                            &views,
+                            Step::Fused(nodes, ls, out_idx),
+                        ))),
+                    }
                 }
+                // Computed by the pass of the fused step it sums (`side_sum`).
+                Op::FusedSum { .. } => values[k].take().ok_or_else(|| {
+                    ExecError(format!(
+                        "internal error: fused sum %{k} was not computed by its pass"
+                    ))
+                })?,
                 Op::Reduce { op, arg } => {
                     let a = get(arg)?;
                     let kop = match op {
@@ -586,8 +611,14 @@ fn check_steps(
 }
 
 /// Indices of the values `op` reads (the plan's [`Op::args`]).
+/// The values a step needs alive when it runs. A fused sum needs none: its fused step's
+/// pass computed it, so that step's value can be freed by its other readers.
 fn reads(op: &Op) -> impl Iterator<Item = usize> {
-    op.args().into_iter().map(|v| v.0 as usize)
+    let args = match op {
+        Op::FusedSum { .. } => Vec::new(),
+        op => op.args(),
+    };
+    args.into_iter().map(|v| v.0 as usize)
 }
 
 /// Runs a `SliceSum` body once per slice and adds up its results. Returns the sum and the
@@ -777,12 +808,18 @@ enum Step<'s> {
     Contract(&'s [u32], &'s [u32], &'s [u32]),
     SemiringContract(kernels::ReduceOp, &'s [u32], &'s [u32], &'s [u32]),
     Fused(Vec<fused::Node>, Vec<&'s [u32]>, &'s [u32]),
+    /// A fused pass that also sums its value over all but the first `keep` axes.
+    FusedSum(Vec<fused::Node>, Vec<&'s [u32]>, &'s [u32], usize),
     Elementwise(kernels::MapOp, Vec<&'s [u32]>, &'s [u32]),
     Reduce(kernels::ReduceOp, &'s [u32], &'s [u32]),
 }
 
-fn run<T: Scalar>(step: &Step<'_>, vs: &[ArrayViewD<'_, T>]) -> ArrayD<T> {
-    match step {
+fn run<T: Scalar>(step: &Step<'_>, vs: &[ArrayViewD<'_, T>]) -> (ArrayD<T>, Option<ArrayD<T>>) {
+    let one = match step {
+        Step::FusedSum(nodes, ls, out, keep) => {
+            let (v, s) = fused::eval_with_sum(nodes, vs, ls, out, *keep);
+            return (v, Some(s));
+        }
         Step::Unary(al, out) => kernels::unary(vs[0].clone(), al, out),
         Step::Contract(al, bl, out) => {
             kernels::contract_pair(vs[0].clone(), al, vs[1].clone(), bl, out)
@@ -800,11 +837,21 @@ fn run<T: Scalar>(step: &Step<'_>, vs: &[ArrayViewD<'_, T>]) -> ArrayD<T> {
         Step::SemiringContract(op, al, bl, out) => {
             semiring::contract(*op, vs[0].clone(), al, vs[1].clone(), bl, out)
         }
-    }
+    };
+    (one, None)
 }
 
 /// Cast the arguments to `dtype` (borrowing when they already have it) and run the step.
 fn with_dtype(dtype: DType, views: &[TensorView<'_>], step: Step<'_>) -> TensorData {
+    with_dtype_both(dtype, views, step).0
+}
+
+/// [`with_dtype`], with the second result of a step that has one (a fused pass's sum).
+fn with_dtype_both(
+    dtype: DType,
+    views: &[TensorView<'_>],
+    step: Step<'_>,
+) -> (TensorData, Option<TensorData>) {
     let cast: Vec<Option<TensorData>> = views
         .iter()
         .map(|v| (v.dtype() != dtype).then(|| v.cast(dtype)))
@@ -823,7 +870,8 @@ fn with_dtype(dtype: DType, views: &[TensorView<'_>], step: Step<'_>) -> TensorD
                     _ => unreachable!("argument was cast to the step dtype"),
                 })
                 .collect();
-            TensorData::$variant(run(&step, &typed))
+            let (a, b) = run(&step, &typed);
+            (TensorData::$variant(a), b.map(TensorData::$variant))
         }};
     }
     match dtype {

@@ -32,6 +32,48 @@ pub fn eval<T: Scalar>(
     arg_idx: &[&[u32]],
     out_idx: &[u32],
 ) -> ArrayD<T> {
+    pass(nodes, args, arg_idx, out_idx, false).0
+}
+
+/// [`eval`], and the sum of the result over all but its first `keep` axes, added up in
+/// the same pass (each row's sum while its blocks are still in cache): the result and
+/// an array of the result's first `keep` axes.
+///
+/// # Panics
+/// As [`eval`], and if `keep` is not below the result's rank.
+pub fn eval_with_sum<T: Scalar>(
+    nodes: &[Node],
+    args: &[ArrayViewD<'_, T>],
+    arg_idx: &[&[u32]],
+    out_idx: &[u32],
+    keep: usize,
+) -> (ArrayD<T>, ArrayD<T>) {
+    assert!(keep < out_idx.len(), "a fused sum keeps a proper prefix");
+    let (out, row_sums) = pass(nodes, args, arg_idx, out_idx, true);
+    let kept = &out.shape()[..keep];
+    let groups: usize = kept.iter().product();
+    let mut sum = ArrayD::from_elem(IxDyn(kept), T::zero());
+    if groups > 0 && !row_sums.is_empty() {
+        // Rows are in the result's order, so the rows of one kept element are adjacent.
+        let per = row_sums.len() / groups;
+        let flat = sum
+            .as_slice_mut()
+            .expect("a new array is in standard layout");
+        for (s, rows) in flat.iter_mut().zip(row_sums.chunks(per)) {
+            *s = rows.iter().fold(T::zero(), |a, &b| a + b);
+        }
+    }
+    (out, sum)
+}
+
+/// The pass itself; with `row_sums`, also every row's sum, in row order.
+fn pass<T: Scalar>(
+    nodes: &[Node],
+    args: &[ArrayViewD<'_, T>],
+    arg_idx: &[&[u32]],
+    out_idx: &[u32],
+    row_sums: bool,
+) -> (ArrayD<T>, Vec<T>) {
     let shape: Vec<usize> = out_idx
         .iter()
         .map(|l| {
@@ -43,7 +85,9 @@ pub fn eval<T: Scalar>(
                         .filter(move |(x, _)| *x == l)
                         .map(|(_, &n)| n)
                 })
-                .max()
+                // A length-1 axis broadcasts against any other length, 0 included (the
+                // largest would turn an empty axis into one of length 1).
+                .reduce(|a, b| if a == 1 { b } else { a })
                 .unwrap_or_else(|| panic!("output label {l} is in no argument"))
         })
         .collect();
@@ -70,7 +114,7 @@ pub fn eval<T: Scalar>(
     let mut out = ArrayD::from_elem(IxDyn(&shape), T::zero());
     let total = out.len();
     if total == 0 {
-        return out;
+        return (out, Vec::new());
     }
     let rank = shape.len();
     let inner = if rank == 0 { 1 } else { shape[rank - 1] };
@@ -79,7 +123,7 @@ pub fn eval<T: Scalar>(
         .map(|s| if rank == 0 { 0 } else { s[rank - 1] })
         .collect();
     let ptrs: Vec<usize> = args.iter().map(|a| a.as_ptr() as usize).collect();
-    let row = |r: usize, dst: &mut [T], bufs: &mut Vec<Vec<T>>| {
+    let row = |r: usize, dst: &mut [T], bufs: &mut Vec<Vec<T>>| -> T {
         // Offset of the row's first element in every argument.
         let mut rest = r;
         let mut base = vec![0isize; args.len()];
@@ -91,6 +135,7 @@ pub fn eval<T: Scalar>(
             }
         }
         let mut start = 0;
+        let mut sum = T::zero();
         while start < inner {
             let len = BLOCK.min(inner - start);
             for (j, node) in nodes.iter().enumerate() {
@@ -111,25 +156,40 @@ pub fn eval<T: Scalar>(
                     Node::Apply(op, xs) => apply(*op, xs, done, buf),
                 }
             }
-            dst[start..start + len].copy_from_slice(&bufs[nodes.len() - 1][..len]);
+            let last = &bufs[nodes.len() - 1][..len];
+            dst[start..start + len].copy_from_slice(last);
+            if row_sums {
+                sum = last.iter().fold(sum, |a, &b| a + b);
+            }
             start += len;
         }
+        sum
     };
     let fresh = || vec![vec![T::zero(); BLOCK]; nodes.len()];
     let flat = out
         .as_slice_mut()
         .expect("a new array is in standard layout");
+    let mut sums = Vec::new();
     if total >= PARALLEL_ELEMENTS {
-        flat.par_chunks_mut(inner)
+        let rows = flat
+            .par_chunks_mut(inner)
             .enumerate()
-            .for_each_init(fresh, |bufs, (r, dst)| row(r, dst, bufs));
+            .map_init(fresh, |bufs, (r, dst)| row(r, dst, bufs));
+        if row_sums {
+            rows.collect_into_vec(&mut sums);
+        } else {
+            rows.for_each(drop);
+        }
     } else {
         let mut bufs = fresh();
         for (r, dst) in flat.chunks_mut(inner).enumerate() {
-            row(r, dst, &mut bufs);
+            let s = row(r, dst, &mut bufs);
+            if row_sums {
+                sums.push(s);
+            }
         }
     }
-    out
+    (out, sums)
 }
 
 /// `out = op(done[xs[0]], done[xs[1]])` over one block (unary ops read `xs[0]` only).
@@ -218,5 +278,41 @@ mod tests {
         let want = big.view().permuted_axes(vec![2, 0, 1]).mapv(|x| -x.sqrt());
         assert_eq!(got, want);
         assert_eq!(got.len_of(Axis(0)), 40);
+    }
+
+    /// The pass's own sums against the chain's value summed afterwards: every kept
+    /// prefix, a broadcast argument, below and above the parallel threshold, and empty.
+    #[test]
+    fn a_pass_sums_its_rows_into_a_kept_prefix() {
+        use crate::kernels::unary;
+        let nodes = vec![
+            Node::Arg(0),
+            Node::Arg(1),
+            Node::Apply(MapOp::Sub, vec![0, 1]),
+            Node::Apply(MapOp::Exp, vec![2]),
+        ];
+        for shape in [[3usize, 5, 7], [16, 64, 40], [4, 0, 3]] {
+            let s = Array3::from_shape_fn(shape, |(i, j, k)| {
+                ((i * 13 + j * 7 + k * 3) % 17) as f64 / 8.0 - 1.0
+            })
+            .into_dyn();
+            let m = Array2::from_shape_fn((shape[0], 1), |(i, _)| i as f64 / 4.0).into_dyn();
+            let (sl, ml, out): (&[u32], &[u32], &[u32]) = (&[0, 1, 2], &[0, 1], &[0, 1, 2]);
+            let args = [s.view(), m.view()];
+            let plain = eval(&nodes, &args, &[sl, ml], out);
+            for keep in 0..3 {
+                let (value, sum) = eval_with_sum(&nodes, &args, &[sl, ml], out, keep);
+                assert_eq!(value, plain);
+                let want = unary(plain.view(), out, &out[..keep]);
+                assert_eq!(sum.shape(), &shape[..keep]);
+                let tol = 1e-12 * plain.len().max(1) as f64;
+                assert!(
+                    sum.iter()
+                        .zip(want.iter())
+                        .all(|(a, b)| (a - b).abs() <= tol),
+                    "{shape:?} keep {keep}"
+                );
+            }
+        }
     }
 }

@@ -34,8 +34,8 @@ impl Plan {
     /// Flops of one call when `constants` are precomputed: the steps that read a
     /// variable input. `contractions_only` keeps just the pairwise contractions (and
     /// sliced products), opt_einsum's `opt_cost` accounting; otherwise unary steps
-    /// (permutations, diagonals, private sums), elementwise steps and reductions count
-    /// one per element as in [`Plan::flops`].
+    /// (permutations, diagonals, private sums), elementwise passes and reductions count
+    /// one per element of each pass as in [`Plan::flops`] (see [`super::Step::flops`]).
     pub fn per_call_flops(&self, constants: &[TensorId], contractions_only: bool) -> f64 {
         let constant = self.constant_steps(constants);
         self.steps

@@ -7,7 +7,7 @@
 //! in the reader's), and it has the reader's indices (a broadcast value would be recomputed
 //! for every element it is broadcast over). Absorbed steps are removed and the plan renumbered.
 
-use super::{FusedNode, Op, Step, ValueId};
+use super::{FusedNode, Op, Semiring, Step, ValueId};
 
 /// A step's elementwise computation as fused nodes over its own arguments.
 type Chain = (Vec<ValueId>, Vec<FusedNode>);
@@ -32,7 +32,6 @@ pub(super) fn fuse_elementwise(steps: Vec<Step>) -> Vec<Step> {
         })
         .collect();
     let mut dead = vec![false; n];
-    let mut flops: Vec<f64> = steps.iter().map(|s| s.flops).collect();
     for k in 0..n {
         let Some((args, _)) = chains[k].clone() else {
             continue;
@@ -58,7 +57,6 @@ pub(super) fn fuse_elementwise(steps: Vec<Step>) -> Vec<Step> {
             };
             chains[k] = Some(inline(outer, a, &inner));
             dead[ai] = true;
-            flops[k] += flops[ai];
         }
     }
     // Renumber the surviving steps.
@@ -77,7 +75,6 @@ pub(super) fn fuse_elementwise(steps: Vec<Step>) -> Vec<Step> {
             continue;
         }
         s.out = new_id[k];
-        s.flops = flops[k];
         s.op = match (s.op, chains[k].take()) {
             (Op::Elementwise { .. }, Some((args, nodes))) if nodes.len() > args.len() + 1 => {
                 Op::Fused {
@@ -90,6 +87,63 @@ pub(super) fn fuse_elementwise(steps: Vec<Step>) -> Vec<Step> {
         out.push(s);
     }
     out
+}
+
+/// A sum of a fused chain's value over its trailing indices becomes a `FusedSum`, added up
+/// row by row in the chain's own pass, instead of a `Unary` step that re-reads the whole
+/// value afterwards (softmax's normaliser `Z = sum_jk exp(S - max)` next to the `exp`
+/// array a contraction reads).
+///
+/// Sound when: the plan is sum-product (a fused pass adds with `+`, another semiring's
+/// `Unary` would use its own `⊕`); the `Unary` reads the chain's value and keeps a proper
+/// prefix of its indices, in the same order, so every row of the pass falls into one
+/// element of the sum; the dtypes agree (the pass sums in the chain's dtype); and the
+/// chain has no other fused sum. The `Unary` may also read a result tensor stored from the
+/// chain, loaded under the chain's own labels (the sum in a statement of its own). A
+/// single `Elementwise` step is turned into a one-node
+/// chain first. Steps are neither removed nor renumbered.
+pub(super) fn fuse_sums(mut steps: Vec<Step>, semiring: Semiring) -> Vec<Step> {
+    if semiring != Semiring::SumProduct {
+        return steps;
+    }
+    let mut has_sum = vec![false; steps.len()];
+    // The step each result tensor was stored from, so that a later statement's read of
+    // it (`load`) under the same labels can be traced back to the pass that wrote it.
+    let mut stored_from = std::collections::BTreeMap::new();
+    for k in 0..steps.len() {
+        if let Op::Store { tensor, arg } = steps[k].op {
+            stored_from.insert(tensor, arg);
+        }
+        let Op::Unary { arg } = steps[k].op else {
+            continue;
+        };
+        let arg = match steps[arg.0 as usize].op {
+            Op::Load { tensor } => match stored_from.get(&tensor) {
+                Some(&v) if steps[v.0 as usize].indices == steps[arg.0 as usize].indices => v,
+                _ => arg,
+            },
+            _ => arg,
+        };
+        let a = arg.0 as usize;
+        let (kept, of) = (&steps[k].indices, &steps[a].indices);
+        let prefix = kept.len() < of.len() && of[..kept.len()] == kept[..];
+        let chain = matches!(steps[a].op, Op::Fused { .. } | Op::Elementwise { .. });
+        if !chain || !prefix || has_sum[a] || steps[a].dtype != steps[k].dtype {
+            continue;
+        }
+        if let Op::Elementwise { op, args } = &steps[a].op {
+            let mut nodes: Vec<FusedNode> = (0..args.len()).map(FusedNode::Arg).collect();
+            nodes.push(FusedNode::Apply(*op, (0..args.len()).collect()));
+            steps[a].op = Op::Fused {
+                args: args.clone(),
+                nodes,
+            };
+        }
+        has_sum[a] = true;
+        steps[k].op = Op::FusedSum { of: arg };
+        steps[k].flops = 0.0;
+    }
+    steps
 }
 
 /// `outer` with every leaf reading `value` replaced by the nodes of `inner`.
@@ -157,6 +211,7 @@ fn remap(op: Op, map: &impl Fn(&ValueId) -> ValueId) -> Op {
             args: args.iter().map(map).collect(),
             nodes,
         },
+        Op::FusedSum { of } => Op::FusedSum { of: map(&of) },
         op @ (Op::Load { .. } | Op::Const(_) | Op::Arg(_)) => op,
     }
 }

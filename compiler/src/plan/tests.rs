@@ -146,6 +146,108 @@ fn elementwise_chains_fuse_and_the_plan_stays_valid() {
     )));
 }
 
+fn ein_plan(src: &str) -> Plan {
+    use crate::pipeline::{check_ein, compile_ein};
+    let (_, checked) = check_ein(src).expect("checks");
+    compile_ein(&checked, &Default::default(), &CompileConfig::default())
+        .expect("compiles")
+        .plan
+}
+
+#[test]
+fn a_softmax_normaliser_is_summed_in_the_exp_pass() {
+    let plan = ein_plan(
+        "dim i = 8, j = 16, d = 4\ninput S[i, j]: f64\ninput V[j, d]: f64\n\
+         P[i, j] = softmax[j](S[i, j])\nO[i, d] = P[i, j] * V[j, d]\noutput O\n",
+    );
+    plan.verify().expect("valid");
+    let text = crate::dump::dump_plan(&plan);
+    let sums: Vec<&Step> = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s.op, Op::FusedSum { .. }))
+        .collect();
+    assert_eq!(sums.len(), 1, "{text}");
+    let Op::FusedSum { of } = sums[0].op else {
+        unreachable!()
+    };
+    let pass = &plan.steps[of.0 as usize];
+    assert!(matches!(pass.op, Op::Fused { .. }), "{text}");
+    assert_eq!(sums[0].flops, 0.0);
+    // One per element of the pass (exp and the subtraction of the max together).
+    assert_eq!(pass.flops, 8.0 * 16.0, "{text}");
+    assert!(
+        !plan.steps.iter().any(|s| matches!(s.op, Op::Unary { .. })),
+        "{text}"
+    );
+}
+
+/// `E = exp(S)` and its sum keeping `kept`, as two statements.
+fn exp_and_sum(kept: &str) -> Plan {
+    ein_plan(&format!(
+        "dim i = 8, j = 16\ninput S[i, j]: f64\nE[i, j] = exp(S[i, j])\n\
+         Z[{kept}] = E[i, j]\noutput E, Z\n"
+    ))
+}
+
+fn has_fused_sum(plan: &Plan) -> bool {
+    plan.verify().expect("valid");
+    plan.steps
+        .iter()
+        .any(|s| matches!(s.op, Op::FusedSum { .. }))
+}
+
+#[test]
+fn a_sum_that_keeps_a_trailing_index_stays_a_second_pass() {
+    // Summing `i` (the pass's first index) out of `exp(S)[i, j]` keeps `[j]`, not a prefix:
+    // rows of the pass would fall into every element of the sum.
+    let plan = exp_and_sum("j");
+    assert!(!has_fused_sum(&plan), "{}", crate::dump::dump_plan(&plan));
+    // Kept `[i]`: fused through the store and load of `E`, and the single `exp` step
+    // became a one-node chain.
+    let plan = exp_and_sum("i");
+    assert!(has_fused_sum(&plan), "{}", crate::dump::dump_plan(&plan));
+}
+
+#[test]
+fn verify_refuses_a_fused_sum_that_is_not_one_prefix_of_a_fused_pass() {
+    let plan = exp_and_sum("i");
+    let k = plan
+        .steps
+        .iter()
+        .position(|s| matches!(s.op, Op::FusedSum { .. }))
+        .expect("a fused sum");
+    let Op::FusedSum { of } = plan.steps[k].op else {
+        unreachable!()
+    };
+    let refused = |p: &Plan| p.verify().expect_err("must be refused").0;
+    // Keeping the trailing index instead of the leading one.
+    let mut p = plan.clone();
+    p.steps[k].indices = vec![plan.steps[of.0 as usize].indices[1]];
+    assert!(refused(&p).contains("fused sum not of a fused step"));
+    // Summing a value that is not a fused pass (its load).
+    let mut p = plan.clone();
+    let load = plan
+        .steps
+        .iter()
+        .position(|s| matches!(s.op, Op::Load { .. }))
+        .expect("a load");
+    p.steps[k].op = Op::FusedSum {
+        of: ValueId(load as u32),
+    };
+    assert!(refused(&p).contains("fused sum not of a fused step"));
+    // Two sums of one pass.
+    let mut p = plan.clone();
+    let mut twin = p.steps[k].clone();
+    twin.out = ValueId(p.steps.len() as u32);
+    p.steps.push(twin);
+    assert!(refused(&p).contains("a second fused sum"));
+    // Outside sum-product.
+    let mut p = plan.clone();
+    p.semiring = Semiring::MaxPlus;
+    assert!(refused(&p).contains("outside sum-product"));
+}
+
 /// An einsum over a `w × h` open lattice of bond-2 tensors, contracted to a scalar.
 fn lattice_einsum(w: usize, h: usize) -> (String, Vec<Vec<usize>>) {
     let mut labels = (0..)

@@ -31,7 +31,11 @@ pub fn step(
     let semi_fold = semiring_fold(plan.semiring);
     let semi_add = plan.semiring != Semiring::SumProduct;
     let (body, fold) = match &s.op {
-        Op::Unary { .. } | Op::Contract { .. } => (Body::Product { add: semi_add }, semi_fold),
+        // A fused sum is a second pass on the GPU: one thread per element of the sum reads
+        // its rows of the chain's value (the CPU adds it up inside the chain's pass).
+        Op::Unary { .. } | Op::Contract { .. } | Op::FusedSum { .. } => {
+            (Body::Product { add: semi_add }, semi_fold)
+        }
         Op::Reduce { op, .. } => (Body::Product { add: false }, Some(*op)),
         Op::Elementwise { op, args } => {
             let mut nodes: Vec<FusedNode> = (0..args.len()).map(FusedNode::Arg).collect();
@@ -127,7 +131,7 @@ pub fn accumulate(
 
 fn op_name(op: &Op) -> &'static str {
     match op {
-        Op::Unary { .. } => "unary",
+        Op::Unary { .. } | Op::FusedSum { .. } => "unary",
         Op::Contract { .. } => "contract",
         Op::Reduce { .. } => "reduce",
         Op::Elementwise { .. } => "map",
@@ -416,6 +420,15 @@ fn kernel(
         workgroup_size: [WG as u32, 1, 1],
         dispatch: if total == 0 { [0, 1, 1] } else { dispatch },
         dispatch_formula: formula,
-        flops: at.step.flops,
+        // The plan counts a fused sum in its chain's pass; here it is a pass of its own.
+        flops: match at.step.op {
+            Op::FusedSum { .. } => args.first().map_or(0.0, |a| {
+                a.labels
+                    .iter()
+                    .map(|&l| plan.program.size(l) as f64)
+                    .product()
+            }),
+            _ => at.step.flops,
+        },
     })
 }
