@@ -20,6 +20,7 @@ pub use api::{
     compile, compile_with as compile_with_config, compile_with_constants, einsum, einsum_cow,
     einsum_dyn, sublist_equation, Expression, Program,
 };
+pub use einc_compiler::optimize::{Extractor, OptimizeConfig};
 pub use einc_compiler::order::Optimizer;
 pub use einc_compiler::pipeline::CompileConfig;
 pub use einc_frontend::ein::ast::DType;

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use einc::{Error, ExecOptions, Optimizer, TensorData};
 use einc_compiler::dump;
+use einc_compiler::optimize::Extractor;
 use einc_compiler::order::Limits;
 use einc_compiler::pipeline::CompileConfig;
 use einc_compiler::plan::{PlanConfig, Semiring};
@@ -56,6 +57,24 @@ enum OptArg {
     Optimal,
     Hyper,
     Auto,
+}
+
+/// How the e-graph's classes are chosen.
+#[derive(Clone, Copy, ValueEnum)]
+enum ExtractorArg {
+    /// Greedy tree costs (plain and with shared parts discounted), polished by DAG cost.
+    Greedy,
+    /// Also an integer program for the cheapest DAG (graphs with heavy sharing).
+    Lp,
+}
+
+impl ExtractorArg {
+    fn get(self) -> Extractor {
+        match self {
+            ExtractorArg::Greedy => Extractor::Greedy,
+            ExtractorArg::Lp => Extractor::Lp,
+        }
+    }
 }
 
 /// How products are evaluated: `⊕` over summed indices of `⊗` over factors.
@@ -121,6 +140,9 @@ enum Cmd {
         /// once, so the e-graph weighs forms by their cost per call.
         #[arg(long = "constant", value_name = "INPUT")]
         constants: Vec<String>,
+        /// How the e-graph optimizer extracts the program.
+        #[arg(long, value_enum, default_value = "greedy")]
+        extractor: ExtractorArg,
     },
     /// Run a .ein program, or a bare einsum with -e, on .npy files.
     Run {
@@ -161,6 +183,13 @@ enum Cmd {
         /// Where to run.
         #[arg(long, value_enum, default_value = "cpu")]
         target: TargetArg,
+        /// An input that is a fixed weight (repeatable): the e-graph weighs forms by their
+        /// cost per call, work on weights alone being paid once.
+        #[arg(long = "constant", value_name = "INPUT")]
+        constants: Vec<String>,
+        /// How the e-graph optimizer extracts the program.
+        #[arg(long, value_enum, default_value = "greedy")]
+        extractor: ExtractorArg,
     },
     /// Find a contraction order for an einsum equation or an einsum-benchmark instance.
     Path(path_cmd::PathArgs),
@@ -200,9 +229,11 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
             semiring,
             gemm,
             constants,
+            extractor,
         } => {
             let mut cfg = config(optimizer.get(), memory_limit, semiring.get())?;
             cfg.optimize.constants = constants;
+            cfg.optimize.extractor = extractor.get();
             if let (Emit::Wgsl, Some(dir)) = (emit, output.as_deref()) {
                 let (name, compiled) = compile_file(&file, &dims, &cfg)?;
                 return wgsl_out::write_dir(&compiled.plan, &name, dir);
@@ -224,9 +255,14 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
             stats,
             threads,
             target,
+            constants,
+            extractor,
         } => {
+            let mut config = config(optimizer.get(), memory_limit, semiring.get())?;
+            config.optimize.constants = constants;
+            config.optimize.extractor = extractor.get();
             let opts = RunOpts {
-                config: config(optimizer.get(), memory_limit, semiring.get())?,
+                config,
                 exec: ExecOptions {
                     threads,
                     collect_stats: stats,

@@ -229,6 +229,35 @@ fn compile_emits_the_egraph_report_and_takes_constants() {
         text.contains("Y[b, o, x, y]: f64 = sum[i](W[i, o, x, y] * X[b, i, x, y])"),
         "{text}"
     );
+    // The integer-programming extractor reports how it ended and keeps the same form.
+    args.extend(["--extractor", "lp"]);
+    let o = einc(&args);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("lp extractor: solved"), "{text}");
+    assert!(
+        text.contains("Y[b, o, x, y]: f64 = sum[i](W[i, o, x, y] * X[b, i, x, y])"),
+        "{text}"
+    );
+    let o = einc(&["compile", f.as_str(), "--extractor", "ilp"]);
+    assert_eq!(o.status.code(), Some(1));
+    // Under a memory limit below the dense weight (64·64·32·32 = 4194304 elements), the
+    // factorised form, whose values all fit (at most 8·32·32·128 = 1048576), wins although
+    // it costs more flops per call.
+    for (extractor, limit, folded) in [
+        ("greedy", "2000000", true),
+        ("lp", "2000000", true),
+        ("greedy", "5000000", false),
+    ] {
+        let mut a = args[..args.len() - 2].to_vec();
+        a.extend(["--extractor", extractor, "--memory-limit", limit]);
+        let o = einc(&a);
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(
+            text.contains("W: 0.0 (+1074270208.0 once) -> folded into its readers"),
+            folded,
+            "{extractor} {limit}: {text}"
+        );
+    }
 }
 
 #[test]

@@ -114,6 +114,19 @@ fn egraph_workloads_snapshot_and_cost() {
         // passes (one per element per pass, as the reference counts them).
         let einc = compiled.plan.per_call_flops(&ids, false);
         assert!(einc <= best, "{name}: einc {einc:e} > best known {best:e}");
+        // The integer-programming extractor solves every one of them and never does worse.
+        cfg.optimize.extractor = einc::Extractor::Lp;
+        let lp = program
+            .compile(&BTreeMap::new(), &cfg)
+            .unwrap_or_else(|e| panic!("{}", e.render()));
+        let lp_report = lp.report.as_ref().expect("the e-graph ran");
+        assert_eq!(lp_report.lp.as_deref(), Some("solved"), "{name}");
+        assert!(
+            (lp_report.cost_after, lp_report.once_after) <= (report.cost_after, report.once_after),
+            "{name}: lp {} > greedy {}",
+            lp_report.cost_after,
+            report.cost_after
+        );
     }
 }
 

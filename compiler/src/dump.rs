@@ -302,6 +302,9 @@ pub fn dump_report(r: &crate::optimize::OptimizeReport) -> String {
 pub fn dump_egraph(r: &crate::optimize::OptimizeReport, opt: &Program) -> String {
     let mut s = dump_report(r);
     let _ = writeln!(s, "extraction: {}", r.extraction);
+    if let Some(lp) = &r.lp {
+        let _ = writeln!(s, "lp extractor: {lp}");
+    }
     s.push_str("statements:\n");
     for st in &r.statements {
         let before = fmt_pair(st.before);

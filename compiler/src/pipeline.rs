@@ -68,7 +68,15 @@ pub fn compile_program(ir: Program, cfg: &CompileConfig) -> Result<Compiled, Com
     let (opt_ir, report) = if skip {
         (ir.clone(), None)
     } else {
-        let (o, r) = optimize::optimize(&ir, &cfg.optimize);
+        // The e-graph prefers forms that fit the plan's memory limit, unless told another.
+        let (o, r) =
+            if cfg.optimize.memory_limit.is_none() && cfg.plan.limits.memory_limit.is_some() {
+                let mut ocfg = cfg.optimize.clone();
+                ocfg.memory_limit = cfg.plan.limits.memory_limit;
+                optimize::optimize(&ir, &ocfg)
+            } else {
+                optimize::optimize(&ir, &cfg.optimize)
+            };
         verify(&o, "optimize").map_err(internal)?;
         (o, Some(r))
     };

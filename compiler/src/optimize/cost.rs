@@ -8,6 +8,15 @@
 //! planner counts them. Work on constant inputs only (weights) is paid once, not per call:
 //! it goes to the second component, so that extraction minimises the per-call cost first
 //! and the precomputation second. Leaves are free.
+//!
+//! Two more terms rank nodes, as `extract::Cost` orders them:
+//! - `over`: under a memory limit, the elements of every value (a node's result, or an
+//!   intermediate of its contraction path) that exceed it; first of all, so a form that
+//!   fits is preferred to any that does not. A product is searched under the limit, and
+//!   only a product with no fitting path is priced by its unlimited path plus `over`.
+//! - `written`: elements written per call (results and path intermediates, cotengra's
+//!   `contraction_write`), which breaks ties between forms of equal flops in favour of
+//!   the one that moves less memory.
 
 use super::lang::{ENode, IrAnalysis};
 use crate::ir::IndexId;
@@ -29,16 +38,30 @@ pub struct NodeCost {
     pub per_call: f64,
     /// Flops paid once, on constant inputs only.
     pub once: f64,
+    /// Elements written by every call.
+    pub written: f64,
+    /// Elements of values over the memory limit (0 without one).
+    pub over: f64,
+}
+
+impl std::ops::AddAssign for NodeCost {
+    fn add_assign(&mut self, o: NodeCost) {
+        self.per_call += o.per_call;
+        self.once += o.once;
+        self.written += o.written;
+        self.over += o.over;
+    }
 }
 
 /// A product as the order search sees it: (operand index lists, output, which operands
 /// are constant).
 type ProductKey = (Vec<Vec<u32>>, Vec<u32>, Vec<bool>);
 
-/// Memoised cost of product nodes.
+/// Memoised cost of product nodes, under an optional memory limit (elements).
 #[derive(Default)]
 pub struct CostModel {
     memo: HashMap<ProductKey, NodeCost>,
+    memory_limit: Option<f64>,
 }
 
 fn elements(idx: &[IndexId], sizes: &[u64]) -> f64 {
@@ -46,20 +69,47 @@ fn elements(idx: &[IndexId], sizes: &[u64]) -> f64 {
 }
 
 impl CostModel {
+    pub fn new(memory_limit: Option<f64>) -> Self {
+        CostModel {
+            memo: HashMap::new(),
+            memory_limit,
+        }
+    }
+
+    /// Elements of a value of `size` beyond the memory limit.
+    fn over(&self, size: f64) -> f64 {
+        match self.memory_limit {
+            Some(limit) if size > limit => size,
+            _ => 0.0,
+        }
+    }
+
     /// The cost of `node`, a node of class `class`, children excluded.
     pub fn node(&mut self, eg: &EG, class: Id, node: &ENode) -> NodeCost {
+        let mut cost = self.node_work(eg, class, node);
+        if !matches!(node, ENode::Ref { .. } | ENode::Const(_)) {
+            let size = elements(&eg[class].data.free, &eg.analysis.sizes);
+            cost.over += self.over(size);
+        }
+        cost
+    }
+
+    /// [`Self::node`] without the result's own `over`.
+    fn node_work(&mut self, eg: &EG, class: Id, node: &ENode) -> NodeCost {
         let sizes = &eg.analysis.sizes;
         let data = |c: Id| &eg[c].data;
+        let result = elements(&data(class).free, sizes);
         let split = |flops: f64, constant: bool| {
             if constant {
                 NodeCost {
-                    per_call: 0.0,
                     once: flops,
+                    ..NodeCost::default()
                 }
             } else {
                 NodeCost {
                     per_call: flops,
-                    once: 0.0,
+                    written: result,
+                    ..NodeCost::default()
                 }
             }
         };
@@ -116,6 +166,7 @@ impl CostModel {
                     cost.once += e;
                 } else {
                     cost.per_call += e;
+                    cost.written += elements(&keep, sizes);
                 }
             }
             inputs.push(keep.iter().map(|i| i.0).collect());
@@ -125,46 +176,76 @@ impl CostModel {
             return cost;
         }
         let output: Vec<u32> = eg[class].data.free.iter().map(|i| i.0).collect();
+        let consts_all = consts.iter().all(|&c| c);
         let key = (inputs, output, consts);
-        if let Some(c) = self.memo.get(&key) {
-            return NodeCost {
-                per_call: cost.per_call + c.per_call,
-                once: cost.once + c.once,
-            };
+        let c = match self.memo.get(&key) {
+            Some(c) => *c,
+            None => {
+                let c = path_cost(&key.0, &key.1, &key.2, sizes, self.memory_limit);
+                self.memo.insert(key, c);
+                c
+            }
+        };
+        cost += c;
+        if !consts_all {
+            cost.written += elements(&eg[class].data.free, sizes);
         }
-        let c = path_cost(&key.0, &key.1, &key.2, sizes);
-        self.memo.insert(key, c);
-        NodeCost {
-            per_call: cost.per_call + c.per_call,
-            once: cost.once + c.once,
-        }
+        cost
     }
 }
 
 /// The per-call and once flops of the path the planner would choose: a pairwise step
-/// whose two operands depend on constants only is precomputed.
-fn path_cost(inputs: &[Vec<u32>], output: &[u32], consts: &[bool], sizes: &[u64]) -> NodeCost {
+/// whose two operands depend on constants only is precomputed. Under a memory limit the
+/// path is searched within it; where none fits, the unlimited path's intermediates over
+/// the limit count in `over`. The final step's result is the node's own (counted by
+/// [`CostModel::node`]), so it is not counted here.
+fn path_cost(
+    inputs: &[Vec<u32>],
+    output: &[u32],
+    consts: &[bool],
+    sizes: &[u64],
+    memory_limit: Option<f64>,
+) -> NodeCost {
     let optimizer = if inputs.len() > EXACT_MAX_FACTORS {
         Optimizer::Greedy
     } else {
         Optimizer::Auto
     };
-    let Ok(info) = order::search(inputs, output, sizes, optimizer, &Limits::default()) else {
+    let limited = memory_limit.and_then(|m| {
+        let limits = Limits {
+            memory_limit: Some(m),
+            ..Limits::default()
+        };
+        order::search(inputs, output, sizes, optimizer, &limits).ok()
+    });
+    let fits = limited.is_some();
+    let Some(info) = limited
+        .or_else(|| order::search(inputs, output, sizes, optimizer, &Limits::default()).ok())
+    else {
         // Every product the verifier accepts has a path; price a failure out of reach.
         return NodeCost {
             per_call: f64::INFINITY,
-            once: 0.0,
+            ..NodeCost::default()
         };
     };
     let mut live: Vec<bool> = consts.to_vec();
     let mut cost = NodeCost::default();
-    for step in &info.steps {
+    let last = info.steps.len().saturating_sub(1);
+    for (k, step) in info.steps.iter().enumerate() {
         let (i, j) = step.pair;
         let c = live[i] && live[j];
         if c {
             cost.once += step.flops;
         } else {
             cost.per_call += step.flops;
+            if k < last {
+                cost.written += step.size;
+            }
+        }
+        if let (Some(m), false) = (memory_limit, fits) {
+            if k < last && step.size > m {
+                cost.over += step.size;
+            }
         }
         live.remove(j);
         live.remove(i);

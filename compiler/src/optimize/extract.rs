@@ -20,13 +20,25 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 type EG = EGraph<ENode, IrAnalysis>;
 
-/// Extraction cost: per-call flops, then flops paid once, then the node count to break
-/// ties (fewer kernels). Compared lexicographically.
-#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+/// Extraction cost, compared lexicographically in field order: elements over the memory
+/// limit, per-call flops, flops paid once, elements written per call, then the node
+/// count (fewer kernels).
+#[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd)]
 pub struct Cost {
+    pub over: f64,
     pub per_call: f64,
     pub once: f64,
+    pub written: f64,
     pub nodes: f64,
+}
+
+impl Cost {
+    fn add(&mut self, c: &NodeCost, share: f64) {
+        self.over += c.over / share;
+        self.per_call += c.per_call / share;
+        self.once += c.once / share;
+        self.written += c.written / share;
+    }
 }
 
 /// Bounds the fixpoint; tree costs without discounts settle in (depth) passes.
@@ -53,6 +65,22 @@ impl Costed {
             own.insert(class.id, nodes);
         }
         Costed { own }
+    }
+
+    /// Given costs, for tests of the selections on hand-made graphs.
+    #[cfg(test)]
+    pub fn from_costs(own: HashMap<Id, Vec<(ENode, NodeCost)>>) -> Self {
+        Costed { own }
+    }
+
+    /// Every class, in no particular order.
+    pub fn classes(&self) -> impl Iterator<Item = Id> + '_ {
+        self.own.keys().copied()
+    }
+
+    /// The class's nodes that may be chosen, with their own costs.
+    pub fn nodes(&self, class: Id) -> &[(ENode, NodeCost)] {
+        self.own.get(&class).map_or(&[], |v| v)
     }
 }
 
@@ -89,10 +117,10 @@ pub fn select(eg: &EG, costed: &Costed, share: Option<&HashMap<Id, f64>>) -> Sel
         for &class in &classes {
             for (node, own) in &costed.own[&class] {
                 let mut cost = Cost {
-                    per_call: own.per_call,
-                    once: own.once,
                     nodes: 1.0,
+                    ..Cost::default()
                 };
+                cost.add(own, 1.0);
                 let mut ok = true;
                 for &c in node.children() {
                     let c = eg.find(c);
@@ -104,8 +132,10 @@ pub fn select(eg: &EG, costed: &Costed, share: Option<&HashMap<Id, f64>>) -> Sel
                         .and_then(|m| m.get(&c).copied())
                         .unwrap_or(1.0)
                         .max(1.0);
+                    cost.over += cc.over / k;
                     cost.per_call += cc.per_call / k;
                     cost.once += cc.once / k;
+                    cost.written += cc.written / k;
                     cost.nodes += cc.nodes;
                 }
                 if !ok {
@@ -156,27 +186,26 @@ pub fn acyclic(eg: &EG, sel: &Selection, roots: &[Id]) -> bool {
         .all(|&r| visit(eg, sel, eg.find(r), &mut state))
 }
 
-/// DAG cost of a selection from `roots`: every reached class's own cost once, and the
-/// number of classes reached (fewer kernels break ties). `None` for a cyclic or partial
-/// selection.
-fn dag_cost(eg: &EG, costed: &Costed, sel: &Selection, roots: &[Id]) -> Option<(f64, f64, usize)> {
+/// DAG cost of a selection from `roots`: every reached class's own cost once, `nodes`
+/// the number of classes reached. `None` for a cyclic or partial selection.
+pub(super) fn dag_cost(eg: &EG, costed: &Costed, sel: &Selection, roots: &[Id]) -> Option<Cost> {
     if !acyclic(eg, sel, roots) {
         return None;
     }
     let mut seen = HashSet::new();
     let mut stack: Vec<Id> = roots.iter().map(|&r| eg.find(r)).collect();
-    let (mut per_call, mut once) = (0.0, 0.0);
+    let mut cost = Cost::default();
     while let Some(c) = stack.pop() {
         if !seen.insert(c) {
             continue;
         }
         let node = sel.get(&c)?;
         let own = costed.own[&c].iter().find(|(n, _)| n == node)?.1;
-        per_call += own.per_call;
-        once += own.once;
+        cost.add(&own, 1.0);
+        cost.nodes += 1.0;
         stack.extend(node.children().iter().map(|&k| eg.find(k)));
     }
-    Some((per_call, once, seen.len()))
+    Some(cost)
 }
 
 /// Local improvement of a selection by its DAG cost: one class at a time, another node
@@ -205,7 +234,7 @@ pub fn polish(eg: &EG, costed: &Costed, mut sel: Selection, roots: &[Id]) -> Sel
                 }
                 let old = sel.insert(class, node.clone());
                 match dag_cost(eg, costed, &sel, roots) {
-                    Some(c) if (c.0, c.1, c.2) < (best.0, best.1, best.2) => {
+                    Some(c) if c < best => {
                         best = c;
                         improved = true;
                     }
@@ -237,13 +266,34 @@ pub fn program_cost(p: &Program, constants: &[TensorId]) -> (f64, f64) {
 /// [`program_cost`] split by statement, in statement order: an expression shared by
 /// several statements counts in the first one.
 pub fn statement_costs(p: &Program, constants: &[TensorId]) -> Vec<(f64, f64)> {
+    statement_node_costs(p, constants, None)
+        .iter()
+        .map(|c| (c.per_call, c.once))
+        .collect()
+}
+
+/// Every term of the model over a whole program (DAG, as [`program_cost`]) under a
+/// memory limit, `nodes` left at 0: what `optimize` compares its candidates by.
+pub fn program_rank(p: &Program, constants: &[TensorId], memory_limit: Option<f64>) -> Cost {
+    let mut total = Cost::default();
+    for c in statement_node_costs(p, constants, memory_limit) {
+        total.add(&c, 1.0);
+    }
+    total
+}
+
+fn statement_node_costs(
+    p: &Program,
+    constants: &[TensorId],
+    memory_limit: Option<f64>,
+) -> Vec<NodeCost> {
     let (mut eg, enc) = super::encoded_graph(p, constants);
     eg.rebuild();
-    let mut model = CostModel::default();
+    let mut model = CostModel::new(memory_limit);
     let mut seen = vec![false; p.exprs.len()];
     let mut out = Vec::with_capacity(p.stmts.len());
     for s in &p.stmts {
-        let mut total = (0.0, 0.0);
+        let mut total = NodeCost::default();
         let mut stack = vec![s.value];
         while let Some(e) = stack.pop() {
             if std::mem::replace(&mut seen[e.index()], true) {
@@ -255,9 +305,7 @@ pub fn statement_costs(p: &Program, constants: &[TensorId]) -> Vec<(f64, f64)> {
             };
             let class = eg.find(class);
             let node = node.clone().map_children(|c| eg.find(c));
-            let c = model.node(&eg, class, &node);
-            total.0 += c.per_call;
-            total.1 += c.once;
+            total += model.node(&eg, class, &node);
             match &p.exprs[e] {
                 Expr::Product { factors: k, .. } | Expr::Add(k) | Expr::Map { args: k, .. } => {
                     stack.extend(k.iter().copied())

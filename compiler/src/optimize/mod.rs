@@ -16,6 +16,7 @@ mod cost;
 mod extract;
 mod factor;
 mod lang;
+mod lp;
 mod rules;
 mod share;
 mod softmax;
@@ -28,7 +29,7 @@ mod tests_rules;
 
 use crate::ir::{Expr, Program, TensorId, TensorKind};
 use egg::{EGraph, Runner, SimpleScheduler, StopReason};
-use extract::{Rebuild, Selection};
+use extract::Rebuild;
 use lang::{ENode, IrAnalysis};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -48,6 +49,26 @@ pub struct OptimizeConfig {
     /// the contraction order, which `order::search` finds on its own, and costing every
     /// variant of such a product would take longer than the search itself.
     pub max_product_factors: usize,
+    /// How classes are chosen: greedy tree-cost selections (the default), or also an
+    /// exact DAG selection by integer programming for graphs with heavy sharing.
+    pub extractor: Extractor,
+    /// Time allowed to the integer-programming solver of [`Extractor::Lp`].
+    pub lp_time_limit: Duration,
+    /// Largest intermediate wanted, in elements: forms whose values fit are preferred to
+    /// any that do not, whatever their flops (`None`: the plan's memory limit, if any).
+    pub memory_limit: Option<f64>,
+}
+
+/// The extraction strategy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Extractor {
+    /// Bottom-up tree costs, plain and with shared children discounted, then polished by
+    /// DAG cost.
+    #[default]
+    Greedy,
+    /// As `Greedy`, and an integer program whose optimum is the cheapest DAG (`lp`); the
+    /// cheapest of all is kept.
+    Lp,
 }
 
 impl Default for OptimizeConfig {
@@ -58,6 +79,9 @@ impl Default for OptimizeConfig {
             time_limit: Duration::from_millis(200),
             constants: Vec::new(),
             max_product_factors: 32,
+            extractor: Extractor::Greedy,
+            lp_time_limit: Duration::from_secs(2),
+            memory_limit: None,
         }
     }
 }
@@ -82,8 +106,11 @@ pub struct OptimizeReport {
     pub once_before: f64,
     pub once_after: f64,
     /// Which extraction won: "plain", "shared" (children discounted by the statements
-    /// sharing them) or "input" (nothing cheaper was found).
+    /// sharing them), "lp" (integer programming) or "input" (nothing cheaper was found).
     pub extraction: String,
+    /// With [`Extractor::Lp`]: how the integer program ended ("solved", or why it gave
+    /// no selection, e.g. the time limit).
+    pub lp: Option<String>,
     /// Per input statement, in order: its target's name, its (per call, once) cost in
     /// the input, and in the output (`None` when its value was folded into its readers
     /// and the statement dropped). Work shared by statements counts in the first.
@@ -186,6 +213,7 @@ pub fn optimize(p: &Program, cfg: &OptimizeConfig) -> (Program, OptimizeReport) 
         once_before,
         once_after: once_before,
         extraction: "input".into(),
+        lp: None,
         statements: Vec::new(),
     };
     let widest = widest_product(p);
@@ -232,7 +260,7 @@ pub fn optimize(p: &Program, cfg: &OptimizeConfig) -> (Program, OptimizeReport) 
         })
         .collect();
     let excluded = |n: &ENode| excluded_reads.contains(n);
-    let mut model = cost::CostModel::default();
+    let mut model = cost::CostModel::new(cfg.memory_limit);
     let costed = extract::Costed::new(egraph, &mut model, &excluded);
     let output_roots: Vec<egg::Id> = p
         .stmts
@@ -265,24 +293,42 @@ pub fn optimize(p: &Program, cfg: &OptimizeConfig) -> (Program, OptimizeReport) 
         })
         .map(|(_, &r)| r)
         .collect();
-    let mut best: Option<(f64, f64, Program, &str)> = None;
-    for (name, share) in [("plain", None), ("shared", Some(&counts))] {
-        let sel: Selection = extract::select(egraph, &costed, share);
+    let mut best: Option<(extract::Cost, Program, &str)> = None;
+    let plain = extract::select(egraph, &costed, None);
+    let mut candidates = vec![
+        ("plain", plain.clone()),
+        ("shared", extract::select(egraph, &costed, Some(&counts))),
+    ];
+    if cfg.extractor == Extractor::Lp {
+        match lp::select(egraph, &costed, &kept_roots, cfg.lp_time_limit) {
+            Ok(mut sel) => {
+                // Statements that are not kept still need a choice for `Rebuild`.
+                for (c, n) in &plain {
+                    sel.entry(*c).or_insert_with(|| n.clone());
+                }
+                report.lp = Some("solved".into());
+                candidates.push(("lp", sel));
+            }
+            Err(why) => report.lp = Some(format!("no selection: {why}")),
+        }
+    }
+    for (name, sel) in candidates {
         if !extract::acyclic(egraph, &sel, &encoded.roots) {
             continue;
         }
         let sel = extract::polish(egraph, &costed, sel, &kept_roots);
         let out = rebuild.run(&sel);
-        let (c, o) = program_cost(&out, &constants);
-        if best.as_ref().is_none_or(|b| (c, o) < (b.0, b.1)) {
-            best = Some((c, o, out, name));
+        let rank = extract::program_rank(&out, &constants, cfg.memory_limit);
+        if best.as_ref().is_none_or(|b| rank < b.0) {
+            best = Some((rank, out, name));
         }
     }
     // Never make it worse than the input (as the model prices both).
+    let input_rank = extract::program_rank(p, &constants, cfg.memory_limit);
     let out = match best {
-        Some((c, o, out, name)) if (c, o) <= (cost_before, once_before) => {
-            report.cost_after = c;
-            report.once_after = o;
+        Some((rank, out, name)) if rank <= input_rank => {
+            report.cost_after = rank.per_call;
+            report.once_after = rank.once;
             report.extraction = name.into();
             out
         }

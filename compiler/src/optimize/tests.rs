@@ -379,3 +379,42 @@ fn random_programs_with_constant_inputs_keep_their_values() {
     }
     assert!(folded > 0);
 }
+
+#[test]
+fn the_model_counts_elements_written_and_values_over_the_memory_limit() {
+    // X[i, l] = sum_jk A[i, j] B[j, k] C[k, l], sizes 10 x 20 x 3 x 40: the best path
+    // contracts A B first (an intermediate of i·k = 30 elements), then C (i·l = 400).
+    let mut b = B::default();
+    let (i, j, k, l) = (
+        b.idx("i", 10),
+        b.idx("j", 20),
+        b.idx("k", 3),
+        b.idx("l", 40),
+    );
+    let (ta, tb, tc) = (
+        b.input("A", &[i, j]),
+        b.input("B", &[j, k]),
+        b.input("C", &[k, l]),
+    );
+    let (a, bb, c) = (b.r(ta, &[i, j]), b.r(tb, &[j, k]), b.r(tc, &[k, l]));
+    let x = b.prod(&[a, bb, c], &[j, k]);
+    b.stmt("X", &[i, l], x);
+    let (eg, roots) = saturate(&b.0);
+    let root = eg.find(roots[0]);
+    let flat = eg[root]
+        .nodes
+        .iter()
+        .find(|n| n.as_product().is_some_and(|(f, _)| f.len() == 3))
+        .expect("the flat product")
+        .clone();
+    let free = cost::CostModel::new(None).node(&eg, root, &flat);
+    assert_eq!(free.written, 30.0 + 400.0);
+    assert_eq!(free.over, 0.0);
+    // Under a limit of 500 elements every value fits; the flops are the same.
+    let fits = cost::CostModel::new(Some(500.0)).node(&eg, root, &flat);
+    assert_eq!(fits, free);
+    // Under 300 the result itself (400 elements) is over, and only it.
+    let tight = cost::CostModel::new(Some(300.0)).node(&eg, root, &flat);
+    assert_eq!(tight.over, 400.0, "{tight:?}");
+    assert_eq!(tight.per_call, free.per_call);
+}

@@ -36,7 +36,7 @@ mod hyper;
 mod optimal;
 mod partition;
 mod rgreedy;
-mod rng;
+pub(crate) mod rng;
 mod slicing;
 mod ssa;
 mod tree;
