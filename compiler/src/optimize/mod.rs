@@ -10,6 +10,16 @@
 //!
 //! Contraction order inside a product is deliberately *not* explored here (no
 //! associativity rule): `order::search` chooses it later.
+//!
+//! Summed indices keep the user's names: no renaming pass runs before encoding. The rules
+//! that move a term under a binder (flatten, push-sum, share, inlining a definition) check
+//! instead that nothing is captured (`rules::private_sums`). Renaming every binder by its
+//! shape was tried (2026-11-28) and dropped. A read `T[L]` is offered the definition of
+//! `T` only under `T`'s own left-hand indices, so renaming a sum over a read's index lost
+//! the factorised forms of the CP/Tucker layers; exempting such sums kept them, but the
+//! `share` rule finds a sub-product common to two statements by its indices, and the two
+//! products of `shared_prefix` (different shapes, so different names) no longer shared
+//! their prefix (8.05e8 -> 1.07e9 flops).
 
 mod constants;
 mod cost;
