@@ -325,6 +325,19 @@ fn main() {
                 continue;
             }
         };
+        // EINC_BENCH_STEPS=1: each step's time in that (warm, one-thread) run, on stderr.
+        if std::env::var("EINC_BENCH_STEPS").is_ok_and(|v| v == "1") {
+            let plan = &expr.compiled().plan;
+            for (k, t, flops, bytes) in &stats.steps {
+                let s = &plan.steps[*k];
+                eprintln!(
+                    "{name} %{k} {:?} -> {:?}: {:.3} ms, {flops:.3e} flops, {bytes} bytes",
+                    s.op.args(),
+                    s.indices,
+                    t.as_secs_f64() * 1e3
+                );
+            }
+        }
         let elem = einc_runtime::value::dtype_size(dt) as f64;
         let bound = expr.compiled().plan.largest_intermediate() * elem
             + stats.input_bytes as f64

@@ -349,6 +349,8 @@ fn run_plan<'a>(
         let t0 = opts.collect_stats.then(Instant::now);
         // Transient bytes a slice body held at once (0 for other steps).
         let mut body_peak = 0;
+        // The result is also a later step's value (a fused pass's sum), counted there.
+        let mut counted_later = false;
         let labels = |v: &einc_compiler::plan::ValueId| -> &[u32] {
             ir_labels(&plan.steps[v.0 as usize].indices)
         };
@@ -411,7 +413,19 @@ fn run_plan<'a>(
                             }
                         })
                         .collect();
+                    // A value nobody reads but its sum (`reads` leaves fused sums out) is
+                    // not written at all.
+                    let unread = last_use[k] == usize::MAX
+                        && !matches!(mode, Mode::Prepare { keep, .. } if keep[k]);
                     match side_sum[k] {
+                        Some(j) if unread => {
+                            let keep = plan.steps[j].indices.len();
+                            let step = Step::SumOnly(nodes, ls, out_idx, keep);
+                            let sum = Slot::Owned(Arc::new(with_dtype(s.dtype, &views, step)));
+                            values[j] = Some(sum.clone());
+                            counted_later = true;
+                            sum
+                        }
                         Some(j) => {
                             let keep = plan.steps[j].indices.len();
                             let step = Step::FusedSum(nodes, ls, out_idx, keep);
@@ -488,7 +502,7 @@ fn run_plan<'a>(
             stats.steps.push((k, t0.elapsed(), s.flops, bytes));
             // Measured before this step's arguments are freed: they coexist with the result,
             // which `live_bytes` already counts when it was kept in its slot.
-            let unkept = if kept { 0 } else { bytes };
+            let unkept = if kept || counted_later { 0 } else { bytes };
             stats.peak_bytes = stats
                 .peak_bytes
                 .max(live_bytes(&values, &tensors) + unkept + body_peak);
@@ -810,6 +824,8 @@ enum Step<'s> {
     Fused(Vec<fused::Node>, Vec<&'s [u32]>, &'s [u32]),
     /// A fused pass that also sums its value over all but the first `keep` axes.
     FusedSum(Vec<fused::Node>, Vec<&'s [u32]>, &'s [u32], usize),
+    /// That sum alone, the value not written.
+    SumOnly(Vec<fused::Node>, Vec<&'s [u32]>, &'s [u32], usize),
     Elementwise(kernels::MapOp, Vec<&'s [u32]>, &'s [u32]),
     Reduce(kernels::ReduceOp, &'s [u32], &'s [u32]),
 }
@@ -820,6 +836,7 @@ fn run<T: Scalar>(step: &Step<'_>, vs: &[ArrayViewD<'_, T>]) -> (ArrayD<T>, Opti
             let (v, s) = fused::eval_with_sum(nodes, vs, ls, out, *keep);
             return (v, Some(s));
         }
+        Step::SumOnly(nodes, ls, out, keep) => fused::sum_only(nodes, vs, ls, out, *keep),
         Step::Unary(al, out) => kernels::unary(vs[0].clone(), al, out),
         Step::Contract(al, bl, out) => {
             kernels::contract_pair(vs[0].clone(), al, vs[1].clone(), bl, out)

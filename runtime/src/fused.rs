@@ -32,7 +32,17 @@ pub fn eval<T: Scalar>(
     arg_idx: &[&[u32]],
     out_idx: &[u32],
 ) -> ArrayD<T> {
-    pass(nodes, args, arg_idx, out_idx, false).0
+    let (out, _, _) = pass(nodes, args, arg_idx, out_idx, Mode::Value);
+    out.expect("the value was written")
+}
+
+/// What a pass produces.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Value,
+    ValueAndRowSums,
+    /// Row sums without writing the value: the chain's value has no reader but its sum.
+    RowSums,
 }
 
 /// [`eval`], and the sum of the result over all but its first `keep` axes, added up in
@@ -48,9 +58,35 @@ pub fn eval_with_sum<T: Scalar>(
     out_idx: &[u32],
     keep: usize,
 ) -> (ArrayD<T>, ArrayD<T>) {
+    let (out, sum) = with_sum(nodes, args, arg_idx, out_idx, keep, Mode::ValueAndRowSums);
+    (out.expect("the value was written"), sum)
+}
+
+/// Only the sum of [`eval_with_sum`], without writing the chain's value anywhere.
+///
+/// # Panics
+/// As [`eval_with_sum`].
+pub fn sum_only<T: Scalar>(
+    nodes: &[Node],
+    args: &[ArrayViewD<'_, T>],
+    arg_idx: &[&[u32]],
+    out_idx: &[u32],
+    keep: usize,
+) -> ArrayD<T> {
+    with_sum(nodes, args, arg_idx, out_idx, keep, Mode::RowSums).1
+}
+
+fn with_sum<T: Scalar>(
+    nodes: &[Node],
+    args: &[ArrayViewD<'_, T>],
+    arg_idx: &[&[u32]],
+    out_idx: &[u32],
+    keep: usize,
+    mode: Mode,
+) -> (Option<ArrayD<T>>, ArrayD<T>) {
     assert!(keep < out_idx.len(), "a fused sum keeps a proper prefix");
-    let (out, row_sums) = pass(nodes, args, arg_idx, out_idx, true);
-    let kept = &out.shape()[..keep];
+    let (out, shape, row_sums) = pass(nodes, args, arg_idx, out_idx, mode);
+    let kept = &shape[..keep];
     let groups: usize = kept.iter().product();
     let mut sum = ArrayD::from_elem(IxDyn(kept), T::zero());
     if groups > 0 && !row_sums.is_empty() {
@@ -66,14 +102,16 @@ pub fn eval_with_sum<T: Scalar>(
     (out, sum)
 }
 
-/// The pass itself; with `row_sums`, also every row's sum, in row order.
+/// The pass itself: the value (unless `mode` is `RowSums`), its shape, and every row's
+/// sum in row order (unless `mode` is `Value`).
 fn pass<T: Scalar>(
     nodes: &[Node],
     args: &[ArrayViewD<'_, T>],
     arg_idx: &[&[u32]],
     out_idx: &[u32],
-    row_sums: bool,
-) -> (ArrayD<T>, Vec<T>) {
+    mode: Mode,
+) -> (Option<ArrayD<T>>, Vec<usize>, Vec<T>) {
+    let row_sums = mode != Mode::Value;
     let shape: Vec<usize> = out_idx
         .iter()
         .map(|l| {
@@ -111,10 +149,10 @@ fn pass<T: Scalar>(
                 .collect()
         })
         .collect();
-    let mut out = ArrayD::from_elem(IxDyn(&shape), T::zero());
-    let total = out.len();
+    let total: usize = shape.iter().product();
+    let mut out = (mode != Mode::RowSums).then(|| ArrayD::from_elem(IxDyn(&shape), T::zero()));
     if total == 0 {
-        return (out, Vec::new());
+        return (out, shape, Vec::new());
     }
     let rank = shape.len();
     let inner = if rank == 0 { 1 } else { shape[rank - 1] };
@@ -145,12 +183,22 @@ fn pass<T: Scalar>(
                     Node::Arg(a) => {
                         let p = ptrs[*a] as *const T;
                         let (b0, st) = (base[*a], inner_strides[*a]);
-                        for (i, x) in buf.iter_mut().enumerate() {
-                            let off = b0 + (start + i) as isize * st;
-                            // SAFETY: `off` is Σ index·stride over in-range indices of the
-                            // argument's own axes (0 for broadcast ones), so it addresses an
-                            // element of the view, which outlives this call.
-                            *x = unsafe { *p.offset(off) };
+                        // SAFETY (all three): an offset `b0 + (start + i) · st` for i < len
+                        // is Σ index·stride over in-range indices of the argument's own
+                        // axes (0 for broadcast ones), so it addresses an element of the
+                        // view, which outlives this call.
+                        match st {
+                            // Contiguous rows are copied (vectorised), broadcast ones filled.
+                            1 => buf.copy_from_slice(unsafe {
+                                std::slice::from_raw_parts(p.offset(b0 + start as isize), len)
+                            }),
+                            0 => buf.fill(unsafe { *p.offset(b0) }),
+                            _ => {
+                                for (i, x) in buf.iter_mut().enumerate() {
+                                    let off = b0 + (start + i) as isize * st;
+                                    *x = unsafe { *p.offset(off) };
+                                }
+                            }
                         }
                     }
                     Node::Apply(op, xs) => apply(*op, xs, done, buf),
@@ -159,17 +207,32 @@ fn pass<T: Scalar>(
             let last = &bufs[nodes.len() - 1][..len];
             dst[start..start + len].copy_from_slice(last);
             if row_sums {
-                sum = last.iter().fold(sum, |a, &b| a + b);
+                sum += block_sum(last);
             }
             start += len;
         }
         sum
     };
     let fresh = || vec![vec![T::zero(); BLOCK]; nodes.len()];
-    let flat = out
-        .as_slice_mut()
-        .expect("a new array is in standard layout");
     let mut sums = Vec::new();
+    let Some(flat) = out
+        .as_mut()
+        .map(|o| o.as_slice_mut().expect("a new array is in standard layout"))
+    else {
+        // No value to keep: each thread writes its rows into one scratch row.
+        let rows = total / inner;
+        let scratch = || (fresh(), vec![T::zero(); inner]);
+        if total >= PARALLEL_ELEMENTS {
+            (0..rows)
+                .into_par_iter()
+                .map_init(scratch, |(bufs, dst), r| row(r, dst, bufs))
+                .collect_into_vec(&mut sums);
+        } else {
+            let (mut bufs, mut dst) = scratch();
+            sums.extend((0..rows).map(|r| row(r, &mut dst, &mut bufs)));
+        }
+        return (None, shape, sums);
+    };
     if total >= PARALLEL_ELEMENTS {
         let rows = flat
             .par_chunks_mut(inner)
@@ -189,7 +252,23 @@ fn pass<T: Scalar>(
             }
         }
     }
-    (out, sums)
+    (out, shape, sums)
+}
+
+/// The sum of a block, in eight interleaved partial sums so the additions vectorise
+/// instead of waiting on each other.
+fn block_sum<T: Scalar>(x: &[T]) -> T {
+    const LANES: usize = 8;
+    let mut acc = [T::zero(); LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    let head = acc.iter().fold(T::zero(), |s, &a| s + a);
+    rest.iter().fold(head, |s, &v| s + v)
 }
 
 /// `out = op(done[xs[0]], done[xs[1]])` over one block (unary ops read `xs[0]` only).
@@ -303,6 +382,7 @@ mod tests {
             for keep in 0..3 {
                 let (value, sum) = eval_with_sum(&nodes, &args, &[sl, ml], out, keep);
                 assert_eq!(value, plain);
+                assert_eq!(sum_only(&nodes, &args, &[sl, ml], out, keep), sum);
                 let want = unary(plain.view(), out, &out[..keep]);
                 assert_eq!(sum.shape(), &shape[..keep]);
                 let tol = 1e-12 * plain.len().max(1) as f64;
