@@ -2,27 +2,32 @@
 //! cost (each chosen class paid once, however many parents share it) is lowest, where the
 //! greedy selections of `extract` minimise tree costs and only approximate sharing.
 //!
-//! The model is egg's `LpExtractor`'s, solved with `good_lp`'s pure-Rust `microlp` so the
-//! flag needs no system library (egg's own extractor is tied to CBC, a C library):
+//! The model is egg's `LpExtractor`'s, solved with the pure-Rust `microlp` so the flag needs
+//! no system library (egg's own extractor is tied, through `good_lp`'s default features, to
+//! CBC, a C library):
 //! - a binary `x_n` per node and `a_c` per class (chosen / active);
 //! - every root is active; an active class chooses exactly one node, an inactive none;
 //! - a chosen node makes its children's classes active;
 //! - no cycles: a level `t_c` per class with `t_c ≥ t_d + 1` whenever a chosen node of `c`
-//!   has a child `d` (big-M on `x_n`), where egg instead drops every node on a cycle;
+//!   has a child `d` (big-M on `x_n`), where egg instead drops every node on a cycle. Only
+//!   edges inside one strongly connected component of the class graph can close a cycle,
+//!   so only those get the constraint (most graphs have none: big-M rows weaken the
+//!   relaxation, and with one per edge graphs of 150 classes ran into the time limit);
 //! - objective: `Σ x_n · cost(n)`, the per-call flops, then flops paid once and the node
 //!   count as small tie-breakers (costs are scaled to the largest so the solver's
 //!   tolerances stay meaningful).
 //!
-//! The solver runs under a time limit; a run that ends without a feasible solution
-//! returns why, and `optimize` keeps the greedy result.
+//! The greedy selection is the warm start. The search is bounded by a number of
+//! branch-and-bound nodes ([`NODE_LIMIT`]), which keeps the result deterministic; the time
+//! limit only guards against a pathological relaxation, and a run it stops gives no
+//! selection (`optimize` keeps the greedy result and reports why).
 
 use super::cost::NodeCost;
 use super::extract::{Costed, Selection};
 use super::lang::{ENode, IrAnalysis};
 use egg::{EGraph, Id, Language};
-use good_lp::{
-    constraint, microlp, variable, Expression, ProblemVariables, Solution, SolverModel, Variable,
-    WithTimeLimit,
+use microlp::{
+    ComparisonOp, OptimizationDirection, Problem, SolveOptions, TerminationReason, Variable,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -37,8 +42,30 @@ const ONCE_WEIGHT: f64 = 1e-4;
 const WRITTEN_WEIGHT: f64 = 1e-5;
 const NODE_WEIGHT: f64 = 1e-7;
 
-/// The DAG-optimal selection reaching `roots`, or why none was found in `time`.
-pub fn select(eg: &EG, costed: &Costed, roots: &[Id], time: Duration) -> Result<Selection, String> {
+/// Branch-and-bound nodes the solver may explore: a deterministic bound (a time limit
+/// is not), after which the best selection found so far is taken.
+pub const NODE_LIMIT: u64 = 200;
+
+/// How the integer program ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The selection is the DAG optimum.
+    Optimal,
+    /// The node limit stopped the search; the selection is the best one found.
+    NodeLimit,
+}
+
+/// The DAG-optimal selection reaching `roots` (or the best found within [`NODE_LIMIT`]
+/// branch-and-bound nodes), starting from `hint` (a selection that `extract::acyclic`
+/// accepts from `roots`), or why there is none: the `time` limit, meant as a safety net,
+/// ends the search without a result since where it stops depends on the machine.
+pub fn select(
+    eg: &EG,
+    costed: &Costed,
+    roots: &[Id],
+    hint: &Selection,
+    time: Duration,
+) -> Result<(Selection, Outcome), String> {
     let classes: Vec<Id> = {
         let mut c: Vec<Id> = costed.classes().collect();
         c.sort();
@@ -57,24 +84,36 @@ pub fn select(eg: &EG, costed: &Costed, roots: &[Id], time: Duration) -> Result<
             }
         }
     }
+    let heights = hint_heights(eg, hint, roots);
 
-    let mut vars = ProblemVariables::new();
+    let mut lp = Problem::new(OptimizationDirection::Minimize);
+    let mut start: Vec<(Variable, f64)> = Vec::new();
     let mut active: BTreeMap<Id, Variable> = BTreeMap::new();
     let mut level: BTreeMap<Id, Variable> = BTreeMap::new();
-    for &c in &classes {
-        active.insert(c, vars.add(variable().binary()));
-        level.insert(c, vars.add(variable().min(0.0).max(level_max)));
+    let component = components(eg, costed, &classes);
+    let mut size: BTreeMap<usize, usize> = BTreeMap::new();
+    for k in component.values() {
+        *size.entry(*k).or_insert(0) += 1;
     }
-    // (class, node, its variable)
-    let mut chosen: Vec<(Id, &ENode, Variable)> = Vec::new();
-    let mut objective = Expression::from(0.0);
+    for &c in &classes {
+        let a = lp.add_binary_var(0.0);
+        active.insert(c, a);
+        start.push((a, f64::from(u8::from(heights.contains_key(&c)))));
+        // A class alone in its component needs no level.
+        if size[&component[&c]] > 1 {
+            let t = lp.add_var(0.0, (0.0, level_max));
+            level.insert(c, t);
+            start.push((t, heights.get(&c).copied().unwrap_or(0) as f64));
+        }
+    }
+    // Per class: (node, its variable)
+    let mut chosen: BTreeMap<Id, Vec<(&ENode, Variable)>> = BTreeMap::new();
     for &c in &classes {
         for (node, cost) in costed.nodes(c) {
             let t = terms(cost);
             if !t.iter().all(|v| v.is_finite()) {
                 continue;
             }
-            let x = vars.add(variable().binary());
             let weights = [OVER_WEIGHT, 1.0, ONCE_WEIGHT, WRITTEN_WEIGHT];
             let w = t
                 .iter()
@@ -83,55 +122,166 @@ pub fn select(eg: &EG, costed: &Costed, roots: &[Id], time: Duration) -> Result<
                 .map(|((v, top), w)| w * v / top)
                 .sum::<f64>()
                 + NODE_WEIGHT;
-            objective += w * x;
-            chosen.push((c, node, x));
+            let x = lp.add_binary_var(w);
+            let picked = heights.contains_key(&c) && hint.get(&c) == Some(node);
+            start.push((x, f64::from(u8::from(picked))));
+            chosen.entry(c).or_default().push((node, x));
         }
     }
-    let mut model = vars
-        .minimise(objective)
-        .using(microlp)
-        .with_time_limit(time.as_secs_f64());
     for r in roots {
-        let r = eg.find(*r);
-        let Some(&a) = active.get(&r) else {
+        let Some(&a) = active.get(&eg.find(*r)) else {
             return Err("a statement's class has no costed node".into());
         };
-        model = model.with(constraint!(a == 1.0));
+        lp.add_constraint([(a, 1.0)], ComparisonOp::Eq, 1.0);
     }
     for &c in &classes {
-        let sum: Expression = chosen
-            .iter()
-            .filter(|(k, _, _)| *k == c)
-            .map(|(_, _, x)| Expression::from(*x))
-            .sum();
-        model = model.with(constraint!(sum == active[&c]));
+        let mut row: Vec<(Variable, f64)> = vec![(active[&c], -1.0)];
+        row.extend(chosen.get(&c).into_iter().flatten().map(|&(_, x)| (x, 1.0)));
+        lp.add_constraint(row, ComparisonOp::Eq, 0.0);
     }
-    for &(c, node, x) in &chosen {
-        for &child in node.children() {
-            let d = eg.find(child);
-            if d == c {
-                // A node that contains its own class can never be chosen.
-                model = model.with(constraint!(x == 0.0));
+    let m = level_max + 1.0;
+    for (&c, nodes) in &chosen {
+        for &(node, x) in nodes {
+            let mut children: Vec<Id> = node.children().iter().map(|&k| eg.find(k)).collect();
+            children.sort();
+            children.dedup();
+            for d in children {
+                let Some(&a) = active.get(&d).filter(|_| d != c) else {
+                    // A node containing its own class (or an uncosted one) is never chosen.
+                    lp.add_constraint([(x, 1.0)], ComparisonOp::Eq, 0.0);
+                    continue;
+                };
+                lp.add_constraint([(x, 1.0), (a, -1.0)], ComparisonOp::Le, 0.0);
+                if let (Some(&tc), Some(&td)) = (level.get(&c), level.get(&d)) {
+                    if component[&c] == component[&d] {
+                        // t_c >= t_d + 1 - M (1 - x), as -t_c + t_d + M x <= M - 1.
+                        lp.add_constraint(
+                            [(tc, -1.0), (td, 1.0), (x, m)],
+                            ComparisonOp::Le,
+                            m - 1.0,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let mut options = SolveOptions::default();
+    options.time_limit = Some(time);
+    options.node_limit = Some(NODE_LIMIT);
+    options.warm_start = Some(start);
+    let outcome = lp.solve_with(options).map_err(|e| e.to_string())?;
+    let reason = outcome.termination_reason();
+    let solution = outcome
+        .into_solution()
+        .map_err(|_| format!("{reason:?} before any selection was found"))?;
+    let outcome = match reason {
+        TerminationReason::ProvenOptimal | TerminationReason::MipGap => Outcome::Optimal,
+        TerminationReason::NodeLimit => Outcome::NodeLimit,
+        other => return Err(format!("stopped by {other:?}")),
+    };
+    let mut sel = Selection::new();
+    for (&c, nodes) in &chosen {
+        for &(node, x) in nodes {
+            if solution[x] > 0.5 {
+                sel.insert(c, node.clone());
+            }
+        }
+    }
+    Ok((sel, outcome))
+}
+
+/// Per class reached from `roots` through `hint`: its height (a leaf 0, otherwise one more
+/// than its highest child), a valid level assignment for the warm start.
+fn hint_heights(eg: &EG, hint: &Selection, roots: &[Id]) -> BTreeMap<Id, usize> {
+    fn visit(eg: &EG, hint: &Selection, c: Id, out: &mut BTreeMap<Id, usize>) -> usize {
+        if let Some(&h) = out.get(&c) {
+            return h;
+        }
+        let Some(node) = hint.get(&c) else {
+            return 0;
+        };
+        let h = node
+            .children()
+            .iter()
+            .map(|&k| visit(eg, hint, eg.find(k), out) + 1)
+            .max()
+            .unwrap_or(0);
+        out.insert(c, h);
+        h
+    }
+    let mut out = BTreeMap::new();
+    for &r in roots {
+        visit(eg, hint, eg.find(r), &mut out);
+    }
+    out
+}
+
+/// The strongly connected component of every class in the graph of "some node of `c`
+/// has a child in `d`" (Tarjan's algorithm, iterative), as a component number per class.
+fn components(eg: &EG, costed: &Costed, classes: &[Id]) -> BTreeMap<Id, usize> {
+    let succ = |c: Id| -> Vec<Id> {
+        let mut v: Vec<Id> = costed
+            .nodes(c)
+            .iter()
+            .flat_map(|(n, _)| n.children().iter().map(|&k| eg.find(k)))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let mut index: BTreeMap<Id, usize> = BTreeMap::new();
+    let mut low: BTreeMap<Id, usize> = BTreeMap::new();
+    let mut on_stack: BTreeMap<Id, bool> = BTreeMap::new();
+    let mut stack: Vec<Id> = Vec::new();
+    let mut comp: BTreeMap<Id, usize> = BTreeMap::new();
+    let mut next = 0;
+    for &root in classes {
+        if index.contains_key(&root) {
+            continue;
+        }
+        // (class, its successors, the next successor to visit)
+        let mut work: Vec<(Id, Vec<Id>, usize)> = vec![(root, succ(root), 0)];
+        index.insert(root, next);
+        low.insert(root, next);
+        next += 1;
+        stack.push(root);
+        on_stack.insert(root, true);
+        while let Some((c, ss, k)) = work.last_mut() {
+            let c = *c;
+            if let Some(&d) = ss.get(*k) {
+                *k += 1;
+                if let std::collections::btree_map::Entry::Vacant(e) = index.entry(d) {
+                    e.insert(next);
+                    low.insert(d, next);
+                    next += 1;
+                    stack.push(d);
+                    on_stack.insert(d, true);
+                    let sd = succ(d);
+                    work.push((d, sd, 0));
+                } else if on_stack.get(&d).copied().unwrap_or(false) {
+                    let l = low[&c].min(index[&d]);
+                    low.insert(c, l);
+                }
                 continue;
             }
-            let Some(&a) = active.get(&d) else {
-                model = model.with(constraint!(x == 0.0));
-                continue;
-            };
-            model = model.with(constraint!(x <= a));
-            // t_c >= t_d + 1 - M (1 - x), with M = level_max + 1.
-            let m = level_max + 1.0;
-            model = model.with(constraint!(level[&c] - level[&d] - m * x >= 1.0 - m));
+            work.pop();
+            if let Some((p, _, _)) = work.last() {
+                let l = low[p].min(low[&c]);
+                low.insert(*p, l);
+            }
+            if low[&c] == index[&c] {
+                let id = comp.len();
+                while let Some(x) = stack.pop() {
+                    on_stack.insert(x, false);
+                    comp.insert(x, id);
+                    if x == c {
+                        break;
+                    }
+                }
+            }
         }
     }
-    let solution = model.solve().map_err(|e| e.to_string())?;
-    let mut sel = Selection::new();
-    for &(c, node, x) in &chosen {
-        if solution.value(x) > 0.5 {
-            sel.insert(c, node.clone());
-        }
-    }
-    Ok(sel)
+    comp
 }
 
 #[cfg(test)]
@@ -241,7 +391,14 @@ mod tests {
         for seed in 0..40 {
             let costed = random_costs(&eg, &mut Rng::stream(7, seed));
             let optimum = brute_force(&eg, &costed, &roots);
-            let sel = select(&eg, &costed, &roots, Duration::from_secs(10)).expect("solves");
+            let (sel, _) = select(
+                &eg,
+                &costed,
+                &roots,
+                &Selection::new(),
+                Duration::from_secs(10),
+            )
+            .expect("solves");
             let got = extract::dag_cost(&eg, &costed, &sel, &roots).expect("acyclic, complete");
             assert_eq!(got.per_call, optimum, "seed {seed}");
             let counts = extract::reach_counts(&eg, &costed, &roots);
@@ -306,7 +463,14 @@ mod tests {
         }
         let costed = Costed::from_costs(own);
         let root = eg.find(d);
-        let sel = select(&eg, &costed, &[root], Duration::from_secs(10)).expect("solves");
+        let (sel, _) = select(
+            &eg,
+            &costed,
+            &[root],
+            &Selection::new(),
+            Duration::from_secs(10),
+        )
+        .expect("solves");
         assert!(extract::acyclic(&eg, &sel, &[root]));
         assert!(matches!(sel[&eg.find(leaf)], ENode::Ref { .. }));
     }

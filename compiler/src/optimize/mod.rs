@@ -43,7 +43,7 @@ mod tests_rules;
 
 use crate::ir::{Expr, Program, TensorId, TensorKind};
 use egg::{EGraph, Runner, SimpleScheduler, StopReason};
-use extract::Rebuild;
+use extract::{Rebuild, Selection};
 use lang::{ENode, IrAnalysis};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -314,13 +314,26 @@ pub fn optimize(p: &Program, cfg: &OptimizeConfig) -> (Program, OptimizeReport) 
         ("shared", extract::select(egraph, &costed, Some(&counts))),
     ];
     if cfg.extractor == Extractor::Lp {
-        match lp::select(egraph, &costed, &kept_roots, cfg.lp_time_limit) {
-            Ok(mut sel) => {
+        // The plain selection is the warm start when it is one (acyclic from the roots).
+        let empty = Selection::new();
+        let hint = if extract::acyclic(egraph, &plain, &kept_roots) {
+            &plain
+        } else {
+            &empty
+        };
+        match lp::select(egraph, &costed, &kept_roots, hint, cfg.lp_time_limit) {
+            Ok((mut sel, outcome)) => {
                 // Statements that are not kept still need a choice for `Rebuild`.
                 for (c, n) in &plain {
                     sel.entry(*c).or_insert_with(|| n.clone());
                 }
-                report.lp = Some("solved".into());
+                report.lp = Some(match outcome {
+                    lp::Outcome::Optimal => "solved".into(),
+                    lp::Outcome::NodeLimit => format!(
+                        "best found in {} branch-and-bound nodes (not proven optimal)",
+                        lp::NODE_LIMIT
+                    ),
+                });
                 candidates.push(("lp", sel));
             }
             Err(why) => report.lp = Some(format!("no selection: {why}")),
