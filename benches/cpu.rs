@@ -325,9 +325,21 @@ fn main() {
                 continue;
             }
         };
-        // EINC_BENCH_STEPS=1: each step's time in that (warm, one-thread) run, on stderr.
-        if std::env::var("EINC_BENCH_STEPS").is_ok_and(|v| v == "1") {
+        // EINC_BENCH_STEPS=N: each step's time in a warm run on N threads, on stderr.
+        if let Some(n) = std::env::var("EINC_BENCH_STEPS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
             let plan = &expr.compiled().plan;
+            let on_n = expr.clone().with_options(ExecOptions {
+                threads: Some(n),
+                collect_stats: true,
+                ..ExecOptions::default()
+            });
+            let _ = on_n.run_with_stats(&views);
+            let Ok((_, stats)) = on_n.run_with_stats(&views) else {
+                continue;
+            };
             for (k, t, flops, bytes) in &stats.steps {
                 let s = &plan.steps[*k];
                 eprintln!(
