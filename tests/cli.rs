@@ -139,24 +139,31 @@ fn run_program_with_named_inputs_and_outputs() {
     b.write_npy(std::fs::File::create(d.join("b.npy")).expect("b"))
         .expect("write");
     let out = d.join("c.npy");
-    let o = einc(&[
-        "run",
-        &src.display().to_string(),
-        "--input",
-        &format!("A={}", d.join("a.npy").display()),
-        "--input",
-        &format!("B={}", d.join("b.npy").display()),
-        "--output",
-        &format!("C={}", out.display()),
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let c = ArrayD::<f64>::read_npy(std::fs::File::open(&out).expect("c")).expect("f64");
-    assert_eq!(c, array![[1.0, 2.0, 8.0], [3.0, 4.0, 18.0]].into_dyn());
+    // Plain, then with a weight marked constant and the integer-programming extractor:
+    // the same result.
+    for extra in [&[][..], &["--constant", "B", "--extractor", "lp"][..]] {
+        let mut args = vec![
+            "run".to_string(),
+            src.display().to_string(),
+            "--input".into(),
+            format!("A={}", d.join("a.npy").display()),
+            "--input".into(),
+            format!("B={}", d.join("b.npy").display()),
+            "--output".into(),
+            format!("C={}", out.display()),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = einc(&args);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let c = ArrayD::<f64>::read_npy(std::fs::File::open(&out).expect("c")).expect("f64");
+        assert_eq!(c, array![[1.0, 2.0, 8.0], [3.0, 4.0, 18.0]].into_dyn());
+    }
 
     // Shape that contradicts a declared size: a diagnostic pointing at the declaration.
     let bad: ArrayD<f64> = ndarray::Array2::zeros((3, 2)).into_dyn();
