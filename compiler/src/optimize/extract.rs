@@ -33,11 +33,11 @@ pub struct Cost {
 }
 
 impl Cost {
-    fn add(&mut self, c: &NodeCost, share: f64) {
-        self.over += c.over / share;
-        self.per_call += c.per_call / share;
-        self.once += c.once / share;
-        self.written += c.written / share;
+    fn add(&mut self, c: &NodeCost) {
+        self.over += c.over;
+        self.per_call += c.per_call;
+        self.once += c.once;
+        self.written += c.written;
     }
 }
 
@@ -120,7 +120,7 @@ pub fn select(eg: &EG, costed: &Costed, share: Option<&HashMap<Id, f64>>) -> Sel
                     nodes: 1.0,
                     ..Cost::default()
                 };
-                cost.add(own, 1.0);
+                cost.add(own);
                 let mut ok = true;
                 for &c in node.children() {
                     let c = eg.find(c);
@@ -201,7 +201,7 @@ pub(super) fn dag_cost(eg: &EG, costed: &Costed, sel: &Selection, roots: &[Id]) 
         }
         let node = sel.get(&c)?;
         let own = costed.own[&c].iter().find(|(n, _)| n == node)?.1;
-        cost.add(&own, 1.0);
+        cost.add(&own);
         cost.nodes += 1.0;
         stack.extend(node.children().iter().map(|&k| eg.find(k)));
     }
@@ -277,7 +277,7 @@ pub fn statement_costs(p: &Program, constants: &[TensorId]) -> Vec<(f64, f64)> {
 pub fn program_rank(p: &Program, constants: &[TensorId], memory_limit: Option<f64>) -> Cost {
     let mut total = Cost::default();
     for c in statement_node_costs(p, constants, memory_limit) {
-        total.add(&c, 1.0);
+        total.add(&c);
     }
     total
 }
