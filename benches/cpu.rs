@@ -222,25 +222,9 @@ fn gemm_baseline(m: usize, k: usize, n: usize, batch: usize, threads: usize, dt:
     }
 }
 
-fn main() {
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/workloads/cpu_suite.json"
-    );
-    let suite: Value = match std::fs::read_to_string(path).map(|t| serde_json::from_str(&t)) {
-        Ok(Ok(v)) => v,
-        _ => {
-            eprintln!("SKIP: {path} not found");
-            return;
-        }
-    };
-    // Which GEMM the large products go to: the system OpenBLAS (opened at run time) or the
-    // gemm crate.
-    let backend =
-        einc_runtime::kernels::blas::blas().map_or("gemm crate".to_string(), |b| b.name.clone());
-    println!("{}", json!({"kind": "einc_env", "gemm_backend": backend}));
-    // Cached-call overhead: a 2×2 matmul through einc::einsum, plan cache hot.
+/// The cached `einc::einsum` call on a 2×2 f64 matmul, against a compiled `Expression` and
+/// the kernel alone.
+fn cached_call() {
     let a = ndarray::Array2::<f64>::ones((2, 2)).into_dyn();
     let b = ndarray::Array2::<f64>::ones((2, 2)).into_dyn();
     let us = time_ms(
@@ -273,6 +257,38 @@ fn main() {
         "{}",
         json!({"kind": "cached_call_2x2", "us_per_call": us, "us_compiled_expression": us_expr, "us_kernel_only": us_kernel, "us_overhead_beyond_kernel": us - us_kernel})
     );
+}
+
+fn main() {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    // EINC_BENCH_THREADS=1,2 (the default): the thread counts to time each case at.
+    let thread_counts: Vec<usize> = std::env::var("EINC_BENCH_THREADS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![1, 2]);
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/workloads/cpu_suite.json"
+    );
+    let suite: Value = match std::fs::read_to_string(path).map(|t| serde_json::from_str(&t)) {
+        Ok(Ok(v)) => v,
+        _ => {
+            eprintln!("SKIP: {path} not found");
+            return;
+        }
+    };
+    // Which GEMM the large products go to: the system OpenBLAS (opened at run time) or the
+    // gemm crate.
+    let backend =
+        einc_runtime::kernels::blas::blas().map_or("gemm crate".to_string(), |b| b.name.clone());
+    println!("{}", json!({"kind": "einc_env", "gemm_backend": backend}));
+    // Cached-call overhead: a 2×2 matmul through einc::einsum, plan cache hot.
+    // EINC_BENCH_CACHED=0 leaves out the cached-call measurement (benches/cpu.sh runs it
+    // once, not with every case).
+    if std::env::var("EINC_BENCH_CACHED").as_deref() != Ok("0") {
+        cached_call();
+    }
 
     // The suite is a list of cases (or an object with "cases").
     let cases = suite
@@ -282,7 +298,11 @@ fn main() {
         .unwrap_or_default();
     for case in cases {
         let name = case["name"].as_str().unwrap_or("?").to_string();
-        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+        // FILTER: cases whose name contains it; `=NAME`: that case only.
+        if filter.as_ref().is_some_and(|f| match f.strip_prefix('=') {
+            Some(exact) => name != exact,
+            None => !name.contains(f.as_str()),
+        }) {
             continue;
         }
         let eq = case["eq"].as_str().unwrap_or("");
@@ -361,7 +381,7 @@ fn main() {
             "{}",
             json!({"kind": "memory", "name": name, "peak_bytes": peak, "heap_peak_bytes": heap_peak, "bound_bytes": bound})
         );
-        for threads in [1usize, 2] {
+        for &threads in &thread_counts {
             let ex = expr.clone().with_options(ExecOptions {
                 threads: Some(threads),
                 ..ExecOptions::default()

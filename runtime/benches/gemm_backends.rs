@@ -39,15 +39,22 @@ fn median_ms(mut f: impl FnMut()) -> f64 {
     v[v.len() / 2]
 }
 
-fn case<T: Scalar>(name: &str, m: usize, k: usize, n: usize) {
+/// `a[m,k] · b -> [m,n]`, where b is stored `[k,n]`, or `[n,k]` when `bt` (the
+/// "NT" product of attention scores: both operands unit-stride along k).
+fn case<T: Scalar>(name: &str, m: usize, k: usize, n: usize, bt: bool) {
     let a = ArrayD::from_shape_fn(IxDyn(&[m, k]), |i| {
         T::from_f64((i[0] * 7 + i[1]) as f64 % 5.0 - 2.0)
     });
-    let b = ArrayD::from_shape_fn(IxDyn(&[k, n]), |i| {
+    let (b_shape, b_idx) = if bt {
+        ([n, k], [2, 1])
+    } else {
+        ([k, n], [1, 2])
+    };
+    let b = ArrayD::from_shape_fn(IxDyn(&b_shape), |i| {
         T::from_f64((i[0] + 3 * i[1]) as f64 % 3.0 - 1.0)
     });
     let run = || {
-        let _ = contract_pair(a.view(), &[0, 1], b.view(), &[1, 2], &[0, 2]);
+        let _ = contract_pair(a.view(), &[0, 1], b.view(), &b_idx, &[0, 2]);
     };
     let with = median_ms(|| blas::always(run));
     let without = median_ms(|| blas::without(run));
@@ -70,22 +77,25 @@ fn main() {
     println!("OpenBLAS: {}\n", lib.name);
     println!("| shape | dtype | m×k×n | OpenBLAS ms | gemm crate ms | OpenBLAS GFLOP/s | gemm GFLOP/s | gemm / OpenBLAS time |");
     println!("|---|---|---|---:|---:|---:|---:|---:|");
-    let shapes: &[(&str, usize, usize, usize)] = &[
-        ("square", 16, 16, 16),
-        ("square", 32, 32, 32),
-        ("square", 64, 64, 64),
-        ("square", 128, 128, 128),
-        ("square", 256, 256, 256),
-        ("square", 512, 512, 512),
-        ("square", 1024, 1024, 1024),
-        ("tall k64", 65536, 64, 64),
-        ("tall k64", 8192, 64, 64),
-        ("tall k32", 16384, 32, 512),
-        ("k1024 small mn", 64, 1024, 64),
-        ("wide", 64, 64, 65536),
-        ("k64 square", 512, 64, 512),
-        ("k256", 512, 256, 512),
-        ("m16", 16, 512, 4096),
+    let shapes: &[(&str, usize, usize, usize, bool)] = &[
+        ("square", 16, 16, 16, false),
+        ("square", 32, 32, 32, false),
+        ("square", 64, 64, 64, false),
+        ("square", 128, 128, 128, false),
+        ("square", 256, 256, 256, false),
+        ("square", 512, 512, 512, false),
+        ("square", 1024, 1024, 1024, false),
+        ("tall k64", 65536, 64, 64, false),
+        ("tall k64", 8192, 64, 64, false),
+        ("tall k32", 16384, 32, 512, false),
+        ("k1024 small mn", 64, 1024, 64, false),
+        ("wide", 64, 64, 65536, false),
+        ("k64 square", 512, 64, 512, false),
+        ("k256", 512, 256, 512, false),
+        ("m16", 16, 512, 4096, false),
+        ("NT k64", 256, 64, 256, true),
+        ("NT k64", 16384, 64, 128, true),
+        ("NT k64", 512, 64, 512, true),
     ];
     // One worker thread, which runs every call: its CPU time is the whole cost.
     let pool = rayon::ThreadPoolBuilder::new()
@@ -93,12 +103,12 @@ fn main() {
         .build()
         .expect("thread pool");
     pool.install(|| {
-        for &(name, m, k, n) in shapes {
+        for &(name, m, k, n, bt) in shapes {
             if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
                 continue;
             }
-            case::<f32>(name, m, k, n);
-            case::<f64>(name, m, k, n);
+            case::<f32>(name, m, k, n, bt);
+            case::<f64>(name, m, k, n, bt);
         }
     });
 }

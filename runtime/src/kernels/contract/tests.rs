@@ -182,6 +182,34 @@ fn unmergeable_groups_become_batch_loops() {
 }
 
 #[test]
+fn unit_stride_batch_operands_are_copied() {
+    // The operand's unit stride is a batch label (tfno's `bixy, iry -> bxyr` batched over
+    // y; `bxyr, orx -> boxy` over x): the operand is copied into [batch, rows, cols] order
+    // rather than gathered by strided products, and the result must not change.
+    let sizes: BTreeMap<u32, usize> = [(0, 3), (1, 17), (2, 9), (3, 20), (4, 6), (5, 11)]
+        .into_iter()
+        .collect();
+    let cases: [(&[u32], &[u32], &[u32]); 4] = [
+        (&[0, 1, 2, 3], &[1, 4, 3], &[0, 2, 3, 4]), // b i x y, i r y -> b x y r
+        (&[0, 2, 3, 4], &[5, 4, 2], &[0, 5, 2, 3]), // b x y r, o r x -> b o x y
+        (&[1, 3], &[3, 1], &[3]),                   // a dot product per batch (no copy)
+        (&[1, 2, 3], &[2, 4, 3], &[3, 1, 4]),       // i k y, k j y -> y i j
+    ];
+    assert!(unit_stride_in(
+        &ArrayD::<f32>::zeros(IxDyn(&[3, 17, 9, 20])).view(),
+        &[0, 1, 2, 3],
+        &[3]
+    ));
+    let mut rng = Rng(41);
+    for (ai, bi, oi) in cases {
+        check_case::<f32>(&mut rng, ai, bi, oi, &sizes, true, 1e-4);
+        check_case::<f64>(&mut rng, ai, bi, oi, &sizes, true, 1e-12);
+        check_case::<Complex64>(&mut rng, ai, bi, oi, &sizes, true, 1e-12);
+        check_case::<f64>(&mut rng, ai, bi, oi, &sizes, false, 1e-12);
+    }
+}
+
+#[test]
 fn random_configs_reaching_gemm() {
     // Fewer, longer labels so that m·n·k usually exceeds SMALL_GEMM and
     // the gemm crate sees transposed and reversed strides.
