@@ -89,30 +89,63 @@ fn values(n: usize, seed: usize) -> Vec<f64> {
         .collect()
 }
 
+/// `v` moved into memory allocated as numpy allocates its arrays: from 4 MiB up, advised
+/// to use transparent huge pages (numpy's `madvise_hugepage`, on by default on Linux).
+/// The peers' inputs are numpy arrays (torch's share their memory), so einc's inputs are
+/// made the same way: streaming over 4 KiB pages is slower (the prefetcher stops at each
+/// page), and it was the peers' advantage on the memory-bound cases. `EINC_BENCH_PLAIN_INPUTS=1`
+/// keeps plain allocations.
+fn like_numpy<T: Copy>(v: Vec<T>) -> Vec<T> {
+    let bytes = std::mem::size_of_val(&v[..]);
+    if bytes < 1 << 22 || std::env::var("EINC_BENCH_PLAIN_INPUTS").as_deref() == Ok("1") {
+        return v;
+    }
+    let mut w: Vec<T> = Vec::with_capacity(v.len());
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 1 << 21;
+        let p = w.as_mut_ptr() as usize;
+        let (start, end) = (p.next_multiple_of(HUGE), (p + bytes) & !(HUGE - 1));
+        if end > start {
+            // SAFETY: advice on pages inside `w`'s own allocation; contents are unchanged.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        }
+    }
+    w.extend_from_slice(&v);
+    w
+}
+
 fn make(shape: &[usize], dtype: DType, seed: usize) -> TensorData {
     let n: usize = shape.iter().product();
     let v = values(n * 2, seed);
     let sh = IxDyn(shape);
     match dtype {
         DType::F32 => TensorData::F32(
-            ArrayD::from_shape_vec(sh, v[..n].iter().map(|&x| x as f32).collect()).expect("shape"),
+            ArrayD::from_shape_vec(sh, like_numpy(v[..n].iter().map(|&x| x as f32).collect()))
+                .expect("shape"),
         ),
-        DType::F64 => TensorData::F64(ArrayD::from_shape_vec(sh, v[..n].to_vec()).expect("shape")),
+        DType::F64 => {
+            TensorData::F64(ArrayD::from_shape_vec(sh, like_numpy(v[..n].to_vec())).expect("shape"))
+        }
         DType::C64 => TensorData::C64(
             ArrayD::from_shape_vec(
                 sh,
-                (0..n)
-                    .map(|i| Complex32::new(v[i] as f32, v[n + i] as f32))
-                    .collect(),
+                like_numpy(
+                    (0..n)
+                        .map(|i| Complex32::new(v[i] as f32, v[n + i] as f32))
+                        .collect(),
+                ),
             )
             .expect("shape"),
         ),
         DType::C128 => TensorData::C128(
             ArrayD::from_shape_vec(
                 sh,
-                (0..n)
-                    .map(|i| num_complex::Complex64::new(v[i], v[n + i]))
-                    .collect(),
+                like_numpy(
+                    (0..n)
+                        .map(|i| num_complex::Complex64::new(v[i], v[n + i]))
+                        .collect(),
+                ),
             )
             .expect("shape"),
         ),
