@@ -101,18 +101,38 @@ fn like_numpy<T: Copy>(v: Vec<T>) -> Vec<T> {
         return v;
     }
     let mut w: Vec<T> = Vec::with_capacity(v.len());
+    advise_huge(w.as_mut_ptr().cast(), bytes);
+    w.extend_from_slice(&v);
+    w
+}
+
+/// A buffer of `n` elements, uninitialised, allocated as `einc_runtime` allocates results.
+fn uninit_like_einc<T: Copy>(n: usize) -> Vec<T> {
+    let mut w: Vec<T> = Vec::with_capacity(n);
+    advise_huge(w.as_mut_ptr().cast(), n * std::mem::size_of::<T>());
+    // SAFETY: floats have no invalid bit patterns, and gemm is called with `read_dst`
+    // false, so it writes every element before anything reads it.
+    unsafe { w.set_len(n) };
+    w
+}
+
+/// `MADV_HUGEPAGE` on the 2 MiB-aligned interior of a block of at least 4 MiB (numpy's rule).
+fn advise_huge(p: *mut u8, bytes: usize) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 1 << 21;
-        let p = w.as_mut_ptr() as usize;
+        if bytes < 1 << 22 {
+            return;
+        }
+        let p = p as usize;
         let (start, end) = (p.next_multiple_of(HUGE), (p + bytes) & !(HUGE - 1));
         if end > start {
-            // SAFETY: advice on pages inside `w`'s own allocation; contents are unchanged.
+            // SAFETY: advice on pages of the caller's own allocation; contents unchanged.
             unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
         }
     }
-    w.extend_from_slice(&v);
-    w
+    #[cfg(not(target_os = "linux"))]
+    let _ = (p, bytes);
 }
 
 fn make(shape: &[usize], dtype: DType, seed: usize) -> TensorData {
@@ -203,7 +223,19 @@ fn dtype(case: &Value) -> DType {
 
 /// The gemm crate alone on `batch` distinct m×k · k×n products (distinct, so that a
 /// batched case pays for reading every batch as einc does).
-fn gemm_baseline(m: usize, k: usize, n: usize, batch: usize, threads: usize, dt: DType) -> f64 {
+/// The gemm crate alone on the case's matrices, median ms: with the output buffer reused
+/// across calls (`fresh` false), or allocated for every call as einc allocates its result
+/// (`fresh`: uninitialised, huge-page advice from 4 MiB, as `einc_runtime`'s buffers), so
+/// that both sides pay for the result's first-touch page faults.
+fn gemm_baseline(
+    m: usize,
+    k: usize,
+    n: usize,
+    batch: usize,
+    threads: usize,
+    dt: DType,
+    fresh: bool,
+) -> f64 {
     let par = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
@@ -213,9 +245,16 @@ fn gemm_baseline(m: usize, k: usize, n: usize, batch: usize, threads: usize, dt:
         ($t:ty) => {{
             let a: Vec<$t> = values(batch * m * k, 1).iter().map(|&x| x as $t).collect();
             let b: Vec<$t> = values(batch * k * n, 2).iter().map(|&x| x as $t).collect();
-            let mut c: Vec<$t> = vec![0.0; batch * m * n];
+            let mut kept: Vec<$t> = vec![0.0; batch * m * n];
             time_ms(
                 || {
+                    let mut new_buf: Vec<$t>;
+                    let c: &mut Vec<$t> = if fresh {
+                        new_buf = uninit_like_einc(batch * m * n);
+                        &mut new_buf
+                    } else {
+                        &mut kept
+                    };
                     for t in 0..batch {
                         // SAFETY: `batch` row-major m×k, k×n and m×n matrices, back to back
                         // in buffers of exactly those sizes.
@@ -243,6 +282,7 @@ fn gemm_baseline(m: usize, k: usize, n: usize, batch: usize, threads: usize, dt:
                             )
                         }
                     }
+                    std::hint::black_box(&c);
                 },
                 5,
                 Duration::from_millis(500),
@@ -436,8 +476,10 @@ fn main() {
                 _ => None,
             };
             if let Some((m, k, n, batch)) = gemm_shape {
-                let g = gemm_baseline(m, k, n, batch, threads, dt);
+                let g = gemm_baseline(m, k, n, batch, threads, dt, false);
                 row["gemm_crate_ms"] = json!(g);
+                let g = gemm_baseline(m, k, n, batch, threads, dt, true);
+                row["gemm_crate_fresh_ms"] = json!(g);
             }
             println!("{row}");
         }

@@ -30,7 +30,7 @@ def join(rows, key, fields):
 
 
 einc = [r for r in raw if r["kind"] not in ("case", "memory")]
-einc += join([r for r in raw if r["kind"] == "case"], lambda r: (r["name"], r["threads"]), ["einc_ms", "gemm_crate_ms"])
+einc += join([r for r in raw if r["kind"] == "case"], lambda r: (r["name"], r["threads"]), ["einc_ms", "gemm_crate_ms", "gemm_crate_fresh_ms"])
 einc += join([r for r in raw if r["kind"] == "memory"], lambda r: r["name"], [])
 peer_rows = []
 env = []
@@ -51,7 +51,7 @@ for r in einc:
               f"compiled Expression::run {r.get('us_compiled_expression', float('nan')):.2f} us; "
               f"contract_pair kernel alone {r.get('us_kernel_only', float('nan')):.2f} us; "
               f"overhead beyond the kernel {r.get('us_overhead_beyond_kernel', float('nan')):.2f} us\n")
-print("| case | threads | einc ms | numpy ms | opt_einsum ms | torch ms | best peer / einc | per round (best peer / einc) | einc GFLOP/s | gemm crate ms | einc / gemm speed |")
+print("| case | threads | einc ms | numpy ms | opt_einsum ms | torch ms | best peer / einc | per round (best peer / einc) | einc GFLOP/s | gemm crate ms (output reused / fresh) | einc / gemm speed (reused / fresh) |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 speedups_np, wins, total = [], 0, 0
 for r in einc:
@@ -72,9 +72,9 @@ for r in einc:
               if i < len(p.get(k + "_rounds", []))]
         if pr:
             per_round.append(f"{min(pr) / e:.2f}")
-    g = r.get("gemm_crate_ms")
+    g, gf = r.get("gemm_crate_ms"), r.get("gemm_crate_fresh_ms")
     f = lambda x: f"{x:.3f}" if isinstance(x, (int, float)) else "—"
-    print(f"| {r['name']} | {r['threads']} | {f(r['einc_ms'])} | {f(p.get('numpy_ms'))} | {f(p.get('opt_einsum_ms'))} | {f(p.get('torch_ms'))} | {ratio:.2f} | {' / '.join(per_round) or '—'} | {r['flops']/r['einc_ms']/1e6:.1f} | {f(g)} | {f(g / r['einc_ms']) if g else '—'} |")
+    print(f"| {r['name']} | {r['threads']} | {f(r['einc_ms'])} | {f(p.get('numpy_ms'))} | {f(p.get('opt_einsum_ms'))} | {f(p.get('torch_ms'))} | {ratio:.2f} | {' / '.join(per_round) or '—'} | {r['flops']/r['einc_ms']/1e6:.1f} | {f(g)}{' / ' + f(gf) if gf else ''} | {f(g / r['einc_ms']) if g else '—'}{' / ' + f(gf / r['einc_ms']) if gf else ''} |")
 gm = math.exp(sum(map(math.log, speedups_np)) / len(speedups_np)) if speedups_np else float("nan")
 print(f"\neinc faster than the best peer in {wins} of {total} (case, threads) rows; geometric-mean speed-up over numpy.einsum(optimize='optimal'): {gm:.2f}x")
 for e in env:

@@ -1,6 +1,7 @@
 //! The library API: one-shot [`einsum`], compile-once [`compile`] / [`Expression`], and
 //! `.ein` programs through [`Program`].
 
+use crate::pair::{pair_plan, PairPlan};
 use crate::view::{view_plan, TensorCow, ViewPlan};
 use crate::{Element, Error};
 use einc_compiler::dump;
@@ -77,6 +78,7 @@ pub fn compile_with(
     })?;
     Ok(Expression {
         view: view_plan(&compiled.plan),
+        pair: pair_plan(&compiled.plan, shapes),
         compiled,
         shapes: shapes.to_vec(),
         options: ExecOptions::default(),
@@ -198,14 +200,53 @@ pub struct Expression {
     gpu: Arc<std::sync::OnceLock<Arc<einc_runtime::gpu::GpuExecutable>>>,
     /// Set when the result is a relabelling of one operand ([`Expression::run_cow`]).
     view: Option<ViewPlan>,
+    /// Set when the plan is one pairwise contraction of the two operands.
+    pair: Option<PairPlan>,
 }
 
 impl Expression {
     /// Run on arrays of one element type (other input dtypes are not involved: the result
     /// is `T`).
     pub fn run<T: Element>(&self, operands: &[ArrayViewD<'_, T>]) -> Result<ArrayD<T>, Error> {
+        if let Some(out) = self.run_pair(operands) {
+            return Ok(out);
+        }
         let views: Vec<TensorView<'_>> = operands.iter().map(|a| T::wrap_view(a.view())).collect();
         typed(self.run_views(&views)?)
+    }
+
+    /// Whether the expression is one pairwise contraction of its two operands, which
+    /// [`Expression::run`] sends straight to the contraction kernel (unless the options ask
+    /// for threads, stats or the GPU).
+    pub fn is_pairwise(&self) -> bool {
+        self.pair.is_some()
+    }
+
+    /// A single pairwise contraction straight through the kernel, when the expression is
+    /// one, the operands fit and the options ask for nothing the executor adds (threads,
+    /// stats, the GPU); `None` sends the call through the executor, which also reports
+    /// the errors.
+    fn run_pair<T: Element>(&self, operands: &[ArrayViewD<'_, T>]) -> Option<ArrayD<T>> {
+        let pp = self.pair.as_ref()?;
+        let plain = self.prepared.is_none()
+            && self.options.threads.is_none()
+            && !self.options.collect_stats
+            && self.options.target == einc_runtime::Target::Cpu
+            && pp.dtype == T::DTYPE
+            && operands.len() == self.shapes.len()
+            && operands
+                .iter()
+                .zip(&self.shapes)
+                .all(|(o, s)| o.shape() == &s[..]);
+        plain.then(|| {
+            einc_runtime::kernels::contract_pair(
+                operands[pp.lhs].view(),
+                &pp.lhs_labels,
+                operands[pp.rhs].view(),
+                &pp.rhs_labels,
+                &pp.out_labels,
+            )
+        })
     }
 
     /// [`Expression::run`], returning a view of the operand (no copy) when the result only

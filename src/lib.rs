@@ -14,6 +14,7 @@
 mod api;
 pub mod cache;
 mod error;
+mod pair;
 mod view;
 
 pub use api::{

@@ -85,15 +85,23 @@ pub enum FusedNode {
 impl Op {
     /// The values this step reads.
     pub fn args(&self) -> Vec<ValueId> {
-        match self {
-            Op::Load { .. } | Op::Const(_) | Op::Arg(_) => vec![],
-            Op::Unary { arg } | Op::Reduce { arg, .. } | Op::Store { arg, .. } => vec![*arg],
-            Op::FusedSum { of } => vec![*of],
-            Op::Contract { lhs, rhs } => vec![*lhs, *rhs],
-            Op::Elementwise { args, .. } | Op::SliceSum { args, .. } | Op::Fused { args, .. } => {
-                args.clone()
+        self.arg_iter().collect()
+    }
+
+    /// [`Op::args`] without allocating (the executor walks them on every call).
+    pub fn arg_iter(&self) -> impl Iterator<Item = ValueId> + '_ {
+        let (pair, rest): ([Option<ValueId>; 2], &[ValueId]) = match self {
+            Op::Load { .. } | Op::Const(_) | Op::Arg(_) => ([None, None], &[]),
+            Op::Unary { arg } | Op::Reduce { arg, .. } | Op::Store { arg, .. } => {
+                ([Some(*arg), None], &[])
             }
-        }
+            Op::FusedSum { of } => ([Some(*of), None], &[]),
+            Op::Contract { lhs, rhs } => ([Some(*lhs), Some(*rhs)], &[]),
+            Op::Elementwise { args, .. } | Op::SliceSum { args, .. } | Op::Fused { args, .. } => {
+                ([None, None], args)
+            }
+        };
+        pair.into_iter().flatten().chain(rest.iter().copied())
     }
 }
 

@@ -627,12 +627,10 @@ fn check_steps(
 /// Indices of the values `op` reads (the plan's [`Op::args`]).
 /// The values a step needs alive when it runs. A fused sum needs none: its fused step's
 /// pass computed it, so that step's value can be freed by its other readers.
-fn reads(op: &Op) -> impl Iterator<Item = usize> {
-    let args = match op {
-        Op::FusedSum { .. } => Vec::new(),
-        op => op.args(),
-    };
-    args.into_iter().map(|v| v.0 as usize)
+fn reads(op: &Op) -> impl Iterator<Item = usize> + '_ {
+    // A fused sum reads nothing itself: its pass computes it.
+    let skip = matches!(op, Op::FusedSum { .. });
+    op.arg_iter().filter(move |_| !skip).map(|v| v.0 as usize)
 }
 
 /// Runs a `SliceSum` body once per slice and adds up its results. Returns the sum and the

@@ -62,6 +62,29 @@ pub fn contract_pair<T: Scalar>(
         }
     }
 
+    // A tiny contraction (a 2×2 matmul) goes straight to plain loops: the groups, batch
+    // walks and summed-away operands below cost more than its few multiply-adds.
+    let len_of = |l: u32| match a_idx.iter().position(|&x| x == l) {
+        Some(p) => a.shape()[p],
+        None => b.shape()[pos(b_idx, l)],
+    };
+    let b_only = b_idx.iter().filter(|l| !a_idx.contains(l));
+    let work = a
+        .shape()
+        .iter()
+        .chain(b_only.clone().map(|&l| &b.shape()[pos(b_idx, l)]))
+        .try_fold(1usize, |w, &n| w.checked_mul(n));
+    if work.is_some_and(|w| w <= TINY_WORK) && out_idx.iter().all(|l| in_either(l, a_idx, b_idx)) {
+        let out_shape: Vec<usize> = out_idx.iter().map(|&l| len_of(l)).collect();
+        let k_l: Vec<u32> = a_idx
+            .iter()
+            .chain(b_only)
+            .copied()
+            .filter(|l| !out_idx.contains(l))
+            .collect();
+        return tiny_product(&a, a_idx, &b, b_idx, out_idx, &out_shape, &k_l);
+    }
+
     // Sum away labels only one operand has and the output drops.
     let keep = |idx: &[u32], other: &[u32]| -> Vec<u32> {
         idx.iter()
@@ -315,6 +338,10 @@ fn tiny_product<T: Scalar>(
         out.push(acc);
     }
     ArrayD::from_shape_vec(IxDyn(out_shape), out).expect("n_out elements")
+}
+
+fn in_either(l: &u32, a_idx: &[u32], b_idx: &[u32]) -> bool {
+    a_idx.contains(l) || b_idx.contains(l)
 }
 
 /// (length, stride) per axis of a group.
