@@ -101,7 +101,7 @@ fn like_numpy<T: Copy>(v: Vec<T>) -> Vec<T> {
         return v;
     }
     let mut w: Vec<T> = Vec::with_capacity(v.len());
-    advise_huge(w.as_mut_ptr().cast(), bytes);
+    einc_runtime::kernels::advise_huge(w.as_mut_ptr().cast(), bytes);
     w.extend_from_slice(&v);
     w
 }
@@ -109,30 +109,11 @@ fn like_numpy<T: Copy>(v: Vec<T>) -> Vec<T> {
 /// A buffer of `n` elements, uninitialised, allocated as `einc_runtime` allocates results.
 fn uninit_like_einc<T: Copy>(n: usize) -> Vec<T> {
     let mut w: Vec<T> = Vec::with_capacity(n);
-    advise_huge(w.as_mut_ptr().cast(), n * std::mem::size_of::<T>());
+    einc_runtime::kernels::advise_huge(w.as_mut_ptr().cast(), n * std::mem::size_of::<T>());
     // SAFETY: floats have no invalid bit patterns, and gemm is called with `read_dst`
     // false, so it writes every element before anything reads it.
     unsafe { w.set_len(n) };
     w
-}
-
-/// `MADV_HUGEPAGE` on the 2 MiB-aligned interior of a block of at least 4 MiB (numpy's rule).
-fn advise_huge(p: *mut u8, bytes: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 1 << 21;
-        if bytes < 1 << 22 {
-            return;
-        }
-        let p = p as usize;
-        let (start, end) = (p.next_multiple_of(HUGE), (p + bytes) & !(HUGE - 1));
-        if end > start {
-            // SAFETY: advice on pages of the caller's own allocation; contents unchanged.
-            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (p, bytes);
 }
 
 fn make(shape: &[usize], dtype: DType, seed: usize) -> TensorData {

@@ -5,7 +5,7 @@
 //! 2×2 matmul.
 
 use einc_compiler::ir::labels;
-use einc_compiler::plan::{Op, Plan};
+use einc_compiler::plan::{Op, Plan, Step};
 use einc_compiler::semiring::Semiring;
 use einc_frontend::ein::ast::DType;
 
@@ -50,7 +50,7 @@ pub(crate) fn pair_plan(plan: &Plan, shapes: &[Vec<usize>]) -> Option<PairPlan> 
         return None;
     }
     let inputs = einc_runtime::input_ids(plan);
-    let input_of = |v: einc_compiler::plan::ValueId| -> Option<(usize, &[u32])> {
+    let input_of = |v: einc_compiler::plan::ValueId| -> Option<(usize, &Step)> {
         let (step, tensor) = if v == a.out {
             (a, ta)
         } else if v == b.out {
@@ -58,33 +58,29 @@ pub(crate) fn pair_plan(plan: &Plan, shapes: &[Vec<usize>]) -> Option<PairPlan> 
         } else {
             return None;
         };
-        Some((
-            inputs.iter().position(|t| t == tensor)?,
-            labels(&step.indices),
-        ))
+        Some((inputs.iter().position(|t| t == tensor)?, step))
     };
-    let ((l, ll), (r, rl)) = (input_of(lhs)?, input_of(rhs)?);
+    let ((l, sl), (r, sr)) = (input_of(lhs)?, input_of(rhs)?);
     // Both operands are inputs of the call (not constants, not the same load twice).
     if l == r || inputs.len() != 2 || shapes.len() != 2 {
         return None;
     }
     let p = &plan.program;
-    let full = |k: usize, step: &einc_compiler::plan::Step| {
+    let full = |k: usize, step: &Step| {
         shapes[k].len() == step.indices.len()
             && shapes[k]
                 .iter()
                 .zip(&step.indices)
                 .all(|(&n, &i)| n as u64 == p.size(i))
     };
-    let (sa, sb) = if lhs == a.out { (a, b) } else { (b, a) };
-    if !full(l, sa) || !full(r, sb) {
+    if !full(l, sl) || !full(r, sr) {
         return None;
     }
     Some(PairPlan {
         lhs: l,
         rhs: r,
-        lhs_labels: ll.to_vec(),
-        rhs_labels: rl.to_vec(),
+        lhs_labels: labels(&sl.indices).to_vec(),
+        rhs_labels: labels(&sr.indices).to_vec(),
         out_labels: labels(&c.indices).to_vec(),
         dtype: c.dtype,
     })

@@ -16,8 +16,10 @@ use std::alloc::Layout;
 const HUGE_MIN: usize = 1 << 22;
 
 /// Advises the kernel to back the 2 MiB-aligned interior of `[ptr, ptr + bytes)` with
-/// huge pages. Purely a hint: failure (no THP support, an old kernel) changes nothing.
-fn advise_huge(ptr: *mut u8, bytes: usize) {
+/// huge pages when `bytes` is at least 4 MiB. Purely a hint: failure (no THP support, an
+/// old kernel) changes nothing. Public so that callers (the benchmarks) can allocate their
+/// own arrays as einc's results are.
+pub fn advise_huge(ptr: *mut u8, bytes: usize) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 1 << 21;

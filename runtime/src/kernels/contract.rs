@@ -606,8 +606,8 @@ fn unit_stride_in<T>(v: &ArrayViewD<T>, idx: &[u32], labels: &[u32]) -> bool {
 
 /// Presents `v` (labels `idx` = batch ∪ rows ∪ cols) as a batch of matrices:
 /// returns the data, its labels, and the merged (length, stride) of rows and
-/// columns. Copies into `[batch, rows, cols]` order only when a group's
-/// strides cannot be merged.
+/// columns. Copies (in [`copy_order`]) only when a group's strides cannot be merged, or
+/// when the matrices would have no unit stride because it lies on a batch axis.
 #[allow(clippy::type_complexity)]
 fn as_matrix<'a, T: Scalar>(
     v: ArrayViewD<'a, T>,

@@ -21,6 +21,7 @@ pub mod permute;
 pub mod scalar;
 pub mod unary;
 
+pub use alloc::advise_huge;
 pub use contract::contract_pair;
 pub use elementwise::{map_binary, map_unary, reduce, MapOp, ReduceOp};
 pub use scalar::{GemmCall, Scalar};
