@@ -7,10 +7,18 @@
 //! BLAS cannot express (zero, negative, or no unit stride).
 //!
 //! Which library: `EINC_BLAS` names a file to open, or `off` to use none; by default the
-//! single-threaded OpenBLAS (`openblas-serial/libopenblas.so.0` under the multiarch
-//! directory), else whatever `libopenblas.so.0` resolves to. einc threads itself (batches
-//! and row/column blocks of large products over its rayon pool), so a threaded OpenBLAS is
-//! set to one thread when it is opened.
+//! threaded OpenBLAS (`openblas-pthread/libopenblas.so.0` under the multiarch directory),
+//! else the single-threaded one (`openblas-serial/`), else whatever `libopenblas.so.0`
+//! resolves to. einc threads itself (batches, chunks and row/column blocks of large
+//! products over its rayon pool), so the library is set to one thread when it is opened
+//! and called from several threads at once.
+//!
+//! Only a threaded build may be called that way: Debian's serial OpenBLAS 0.3.21 (built
+//! without `USE_LOCKING`) shares its packing buffers between concurrent calls, and two
+//! threads each running 256×256×128 products got wrong results in 3 of 4000 calls. A
+//! library whose `openblas_get_parallel()` says it is sequential is therefore called by one
+//! thread at a time ([`run_blocks`]): a product that finds it busy, or that wants several
+//! threads, goes to the `gemm` crate instead.
 //!
 //! Only LP64 builds (32-bit `int` dimensions) are used; a dimension or leading dimension
 //! above `i32::MAX` falls back to the `gemm` crate.
@@ -54,7 +62,12 @@ pub struct Blas {
     zgemm: ComplexGemm,
     /// What the library says of itself (`openblas_get_config`), or its file name.
     pub name: String,
+    /// Whether concurrent calls are safe: a threaded build (`openblas_get_parallel() > 0`).
+    pub concurrent: bool,
 }
+
+/// Held while a sequential (not [`Blas::concurrent`]) library runs a product.
+static SEQUENTIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The process-wide BLAS, opened on first use; `None` when there is none or `EINC_BLAS=off`.
 pub fn blas() -> Option<&'static Blas> {
@@ -126,6 +139,7 @@ fn default_candidates() -> Vec<String> {
         other => other,
     };
     vec![
+        format!("/usr/lib/{triple}/openblas-pthread/libopenblas.so.0"),
         format!("/usr/lib/{triple}/openblas-serial/libopenblas.so.0"),
         "libopenblas.so.0".to_string(),
         "libopenblas.so".to_string(),
@@ -161,12 +175,18 @@ fn open(path: &str) -> Option<Blas> {
             let set: unsafe extern "C" fn(c_int) = std::mem::transmute(set);
             set(1);
         }
+        // `int openblas_get_parallel(void)`: 0 sequential, 1 pthreads, 2 OpenMP.
+        let concurrent = sym(c"openblas_get_parallel").is_some_and(|f| {
+            let f: unsafe extern "C" fn() -> c_int = std::mem::transmute(f);
+            f() > 0
+        });
         Some(Blas {
             sgemm: std::mem::transmute::<*mut c_void, RealGemm<f32>>(sym(c"cblas_sgemm")?),
             dgemm: std::mem::transmute::<*mut c_void, RealGemm<f64>>(sym(c"cblas_dgemm")?),
             cgemm: std::mem::transmute::<*mut c_void, ComplexGemm>(sym(c"cblas_cgemm")?),
             zgemm: std::mem::transmute::<*mut c_void, ComplexGemm>(sym(c"cblas_zgemm")?),
             name,
+            concurrent,
         })
     }
 }
@@ -364,26 +384,42 @@ complex_blas!(f32, cgemm);
 complex_blas!(f64, zgemm);
 
 /// Runs `p` on `threads` threads of the current rayon pool: column blocks of `C` (or row
-/// blocks when `n` is small), each a BLAS call of its own.
+/// blocks when `n` is small), each a BLAS call of its own. Returns false, having done
+/// nothing, when a sequential library cannot take the product: it would need several
+/// threads, or another thread is using the library (the caller then runs the `gemm`
+/// crate).
 ///
 /// # Safety
 /// As [`BlasScalar::run`].
+#[must_use]
 pub unsafe fn run_blocks<T: BlasScalar + Send + Sync>(
     blas: &Blas,
     p: &ColMajor<T>,
     threads: usize,
-) {
+) -> bool {
     // Blocks below this many columns (rows) lose more to repacking the shared operand
     // than the extra thread gains.
     const MIN_BLOCK: usize = 64;
     let by_cols = p.n >= p.m || p.m < 2 * MIN_BLOCK;
     let side = if by_cols { p.n } else { p.m };
     let blocks = threads.min(side / MIN_BLOCK).max(1);
+    if !blas.concurrent {
+        if blocks > 1 {
+            return false;
+        }
+        let Ok(_only) = SEQUENTIAL.try_lock() else {
+            return false;
+        };
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded; the lock keeps every other thread out of the library.
+        unsafe { T::run(blas, p) };
+        return true;
+    }
     CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if blocks == 1 {
         // SAFETY: forwarded.
         unsafe { T::run(blas, p) };
-        return;
+        return true;
     }
     let per = side.div_ceil(blocks);
     let p = Shared(*p);
@@ -413,11 +449,12 @@ pub unsafe fn run_blocks<T: BlasScalar + Send + Sync>(
                     }
                 };
                 // SAFETY: each block is a sub-matrix of the caller's valid matrices, and
-                // the blocks of C are disjoint.
+                // the blocks of C are disjoint; the library takes concurrent calls.
                 unsafe { T::run(blas, &part) };
             });
         }
     });
+    true
 }
 
 /// Lets the block closures share the raw pointers of one product.
@@ -559,7 +596,26 @@ mod tests {
             // SAFETY: the three vectors hold the m×k, k×n and m×n matrices the strides
             // describe, and c is distinct from a and b.
             let p = Shared(p);
-            pool.install(|| unsafe { run_blocks(lib, &p.get(), threads) });
+            let mut ran = pool.install(|| unsafe { run_blocks(lib, &p.get(), threads) });
+            // A sequential library declines products that want several threads, and any
+            // while another test's product holds it: retry a one-thread product until it
+            // is free, so that the library's result is checked on both kinds.
+            for _ in 0..1000 {
+                if ran || lib.concurrent || threads > 1 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                ran = pool.install(|| unsafe { run_blocks(lib, &p.get(), threads) });
+            }
+            assert!(
+                ran || !lib.concurrent,
+                "{}: a threaded build declined",
+                lib.name
+            );
+            assert!(ran || threads > 1, "{}: never free", lib.name);
+            if !ran {
+                continue;
+            }
             for i in 0..m {
                 for j in 0..n {
                     let mut want = num_complex::Complex64::new(0.0, 0.0);
@@ -581,6 +637,50 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Two threads running BLAS-sized products at once (as chunks and batch loops do) must
+    /// each get the right result; the serial library once shared buffers between them.
+    #[test]
+    fn concurrent_products_agree() {
+        let Some(lib) = library() else { return };
+        let (m, k, n) = (256, 256, 128);
+        let a = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[m, k]), |ix| {
+            ((ix[0] * 7 + ix[1] * 3) % 11) as f32 - 5.0
+        });
+        let b = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[k, n]), |ix| {
+            ((ix[0] * 5 + ix[1]) % 13) as f32 - 6.0
+        });
+        // Small integers: every order of summation gives the exact result.
+        let want =
+            crate::kernels::contract::contract_pair(a.view(), &[0, 1], b.view(), &[1, 2], &[0, 2]);
+        let before = calls();
+        std::thread::scope(|s| {
+            for threads in [1, 2] {
+                let (a, b, want) = (&a, &b, &want);
+                s.spawn(move || {
+                    // One call on one thread, the other in two blocks at once (which a
+                    // sequential library declines).
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .expect("pool");
+                    pool.install(|| {
+                        for _ in 0..3000 {
+                            let got = crate::kernels::contract::contract_pair(
+                                a.view(),
+                                &[0, 1],
+                                b.view(),
+                                &[1, 2],
+                                &[0, 2],
+                            );
+                            assert_eq!(&got, want, "{}", lib.name);
+                        }
+                    });
+                });
+            }
+        });
+        assert!(calls() > before, "the products went to the BLAS");
     }
 
     #[test]

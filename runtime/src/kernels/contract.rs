@@ -793,7 +793,9 @@ impl<T: Scalar> Job<T> {
                     gemm::Parallelism::None => 1,
                     _ => rayon::current_num_threads(),
                 };
-                blas::run_blocks(lib, &p, threads)
+                if !blas::run_blocks(lib, &p, threads) {
+                    T::gemm(&call)
+                }
             } else {
                 T::gemm(&call)
             }
