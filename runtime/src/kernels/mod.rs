@@ -21,7 +21,7 @@ pub mod permute;
 pub mod scalar;
 pub mod unary;
 
-pub use alloc::advise_huge;
+pub use alloc::{advise_huge, zeros};
 pub use contract::contract_pair;
 pub use elementwise::{map_binary, map_unary, reduce, MapOp, ReduceOp};
 pub use scalar::{GemmCall, Scalar};
@@ -33,6 +33,15 @@ pub(crate) mod test_util {
     use super::Scalar;
     use ndarray::{ArrayD, ArrayViewD, IxDyn, Slice};
     use num_complex::Complex64;
+
+    /// Runs `f` on a fresh rayon pool of `threads` workers.
+    pub fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool")
+            .install(f)
+    }
 
     /// SplitMix64: a tiny deterministic generator, so tests need no extra crate.
     pub struct Rng(pub u64);

@@ -321,17 +321,18 @@ type LoopDim = (usize, isize, isize);
 /// Elements of input above which [`reduce_labels`] splits its work over threads.
 const REDUCE_PAR: usize = 1 << 16;
 
-/// A raw pointer that chunks of one reduction share across threads.
+/// A raw pointer that the chunks of one parallel loop share across threads.
 #[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
-// SAFETY: used only inside `reduce_labels`, whose chunks read the input and write
-// disjoint accumulators (or private buffers), while both arrays outlive the parallel loop.
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
+// SAFETY: used only by loops (`reduce_labels`, `permute::to_standard`) whose chunks read
+// their input and write disjoint parts of the output (or private buffers), while both
+// arrays outlive the parallel loop.
 unsafe impl<T> Send for SendPtr<T> {}
 // SAFETY: as above.
 unsafe impl<T> Sync for SendPtr<T> {}
 
 impl<T> SendPtr<T> {
-    fn get(self) -> *mut T {
+    pub(crate) fn get(self) -> *mut T {
         self.0
     }
 }
@@ -477,11 +478,7 @@ mod tests {
         let row = ArrayD::from_shape_simple_fn(IxDyn(&[100003]), || rng.scalar::<f64>());
         let rsizes: BTreeMap<u32, usize> = [(0, 100003)].into_iter().collect();
         for threads in [1, 2, 3] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("pool");
-            pool.install(|| {
+            crate::kernels::test_util::on_threads(threads, || {
                 for out in [&[0u32][..], &[2], &[], &[2, 0], &[1]] {
                     let want =
                         reference_einsum(&[(to_c64(&a.view()).view(), vec![0, 1, 2])], out, &sizes);
