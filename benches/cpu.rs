@@ -447,7 +447,7 @@ fn main() {
                 5,
                 Duration::from_millis(1000),
             );
-            let mut row = json!({"kind": "case", "name": name, "threads": threads, "einc_ms": ms, "flops": flops});
+            let mut row = json!({"kind": "case", "name": name, "threads": threads, "einc_ms": ms, "flops": flops, "chunks": expr.chunking()});
             let gemm_shape = match name.as_str() {
                 "matmul_1024_f32" | "matmul_1024_f64" | "matmul_tall_skinny" => {
                     Some((shapes[0][0], shapes[0][1], shapes[1][1], 1))

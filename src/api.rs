@@ -1,6 +1,7 @@
 //! The library API: one-shot [`einsum`], compile-once [`compile`] / [`Expression`], and
 //! `.ein` programs through [`Program`].
 
+use crate::chunk::{chunk_plan, ChunkPlan, Limits};
 use crate::pair::{pair_plan, PairPlan};
 use crate::view::{view_plan, TensorCow, ViewPlan};
 use crate::{Element, Error};
@@ -72,6 +73,18 @@ pub fn compile_with(
     dtypes: &[DType],
     cfg: &CompileConfig,
 ) -> Result<Expression, Error> {
+    let mut expr = compile_plain(equation, shapes, dtypes, cfg)?;
+    expr.chunk = chunk_plan(&expr, equation, shapes, dtypes, cfg, &Limits::DEFAULT).map(Arc::new);
+    Ok(expr)
+}
+
+/// [`compile_with`] without the choice of chunked execution (what each chunk runs).
+pub(crate) fn compile_plain(
+    equation: &str,
+    shapes: &[Vec<usize>],
+    dtypes: &[DType],
+    cfg: &CompileConfig,
+) -> Result<Expression, Error> {
     let compiled = fit_memory(cfg, |cfg| {
         pipeline::compile_einsum(equation, shapes, dtypes, cfg)
             .map_err(|e| Error::from_compile(e, "equation", equation))
@@ -79,6 +92,7 @@ pub fn compile_with(
     Ok(Expression {
         view: view_plan(&compiled.plan),
         pair: pair_plan(&compiled.plan, shapes),
+        chunk: None,
         compiled,
         shapes: shapes.to_vec(),
         options: ExecOptions::default(),
@@ -202,6 +216,8 @@ pub struct Expression {
     view: Option<ViewPlan>,
     /// Set when the plan is one pairwise contraction of the two operands.
     pair: Option<PairPlan>,
+    /// Set when the expression runs in chunks of a result label ([`crate::chunk`]).
+    chunk: Option<Arc<ChunkPlan>>,
 }
 
 impl Expression {
@@ -220,6 +236,25 @@ impl Expression {
     /// for threads, stats or the GPU).
     pub fn is_pairwise(&self) -> bool {
         self.pair.is_some()
+    }
+
+    /// Whether the result is a relabelling of one operand (see [`Expression::run_cow`]).
+    pub fn is_view(&self) -> bool {
+        self.view.is_some()
+    }
+
+    /// The result label [`Expression::run`] cuts the work along, as (axis of the result,
+    /// chunk length), when the plan's intermediates are large enough for chunks that stay
+    /// in cache to pay (see the `chunk` module); runs with stats, constants or the GPU do
+    /// not use it.
+    pub fn chunking(&self) -> Option<(usize, usize)> {
+        self.chunk.as_ref().map(|c| (c.out_axis, c.size))
+    }
+
+    /// The same expression without chunked execution.
+    pub fn without_chunks(mut self) -> Expression {
+        self.chunk = None;
+        self
     }
 
     /// A single pairwise contraction straight through the kernel, when the expression is
@@ -294,6 +329,21 @@ impl Expression {
         operands: &[TensorView<'_>],
     ) -> Result<(TensorData, ExecStats), Error> {
         check_shapes(&self.shapes, operands)?;
+        if let Some(cp) = &self.chunk {
+            if self.prepared.is_none()
+                && !self.options.collect_stats
+                && self.options.target == einc_runtime::Target::Cpu
+            {
+                let start = std::time::Instant::now();
+                let out =
+                    einc_runtime::exec::with_threads(self.options.threads, || cp.run(operands))?;
+                let stats = ExecStats {
+                    total: start.elapsed(),
+                    ..Default::default()
+                };
+                return Ok((out, stats));
+            }
+        }
         let plan = &self.compiled.plan;
         let (mut outs, stats) = match &self.prepared {
             None if self.options.target == einc_runtime::Target::Gpu => self.run_gpu(operands),

@@ -13,6 +13,7 @@
 
 mod api;
 pub mod cache;
+mod chunk;
 mod error;
 mod pair;
 mod view;

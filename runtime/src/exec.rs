@@ -234,7 +234,14 @@ pub fn execute_prepared(
 }
 
 fn in_pool<R: Send>(opts: &ExecOptions, f: impl FnOnce() -> R + Send) -> R {
-    match opts.threads.and_then(pool) {
+    with_threads(opts.threads, f)
+}
+
+/// Runs `f` on a pool of `threads` workers (created once per count and kept), or on the
+/// current pool for `None`: how callers outside the executor honour
+/// [`ExecOptions::threads`].
+pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> R {
+    match threads.and_then(pool) {
         Some(p) => p.install(f),
         None => f(),
     }

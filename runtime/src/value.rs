@@ -165,6 +165,18 @@ impl<'a> TensorView<'a> {
         }
     }
 
+    /// The view cut to `start..start + len` along `axis`. Panics on a range out of bounds:
+    /// callers pass ranges derived from the shape.
+    pub fn slice_axis(&self, axis: usize, start: usize, len: usize) -> TensorView<'_> {
+        let s = ndarray::Slice::from(start..start + len);
+        match self {
+            TensorView::F32(a) => TensorView::F32(a.slice_axis(ndarray::Axis(axis), s)),
+            TensorView::F64(a) => TensorView::F64(a.slice_axis(ndarray::Axis(axis), s)),
+            TensorView::C64(a) => TensorView::C64(a.slice_axis(ndarray::Axis(axis), s)),
+            TensorView::C128(a) => TensorView::C128(a.slice_axis(ndarray::Axis(axis), s)),
+        }
+    }
+
     /// The view whose axis `o` walks, in step, the axes `axes[o]` of `self`: a
     /// permutation when each list has one axis, a diagonal when a list has several (all of
     /// one length). Every axis of `self` must appear exactly once. No element is copied.

@@ -42,7 +42,7 @@ pub fn advise_huge(ptr: *mut u8, bytes: usize) {
 }
 
 /// A zero-filled array of `shape` in standard layout.
-pub(crate) fn zeros<T: Scalar>(shape: &[usize]) -> ArrayD<T> {
+pub fn zeros<T: Scalar>(shape: &[usize]) -> ArrayD<T> {
     let n: usize = shape.iter().product();
     let bytes = n * std::mem::size_of::<T>();
     if bytes < HUGE_MIN {
