@@ -58,6 +58,10 @@ impl Limits {
     };
 }
 
+/// Larger networks are not chunked: each label tried compiles the equation once or twice
+/// more, and their order search can take seconds (tensor networks, whose results are
+/// mostly small anyway).
+const MAX_OPERANDS: usize = 8;
 /// Labels tried, longest first: each costs a compilation or two.
 const MAX_CANDIDATES: usize = 3;
 
@@ -118,7 +122,7 @@ pub(crate) fn chunk_plan(
     // Paid: the result copied from the chunks into place.
     let out_copy = 2.0 * bytes(out_axes);
     let inputs = einc_runtime::input_ids(plan);
-    if inputs.len() != shapes.len() {
+    if inputs.len() != shapes.len() || inputs.len() > MAX_OPERANDS {
         return None;
     }
     // Candidates: result labels that no operand repeats (a diagonal would be cut on one
