@@ -164,7 +164,8 @@ pub fn compile_with_constants(
             )));
         }
     }
-    let mut expr = compile_with(equation, shapes, dtypes, cfg)?;
+    // A prepared expression always runs the whole plan, so no chunk plan is built.
+    let mut expr = compile_plain(equation, shapes, dtypes, cfg)?;
     let plan = &expr.compiled.plan;
     let ids = einc_runtime::input_ids(plan);
     let given: Vec<_> = constants
