@@ -16,6 +16,7 @@
 use super::alloc;
 use super::blas;
 use super::scalar::{GemmCall, Scalar};
+use super::simd;
 use super::unary::{assert_distinct, to_standard, unary};
 use ndarray::{ArrayD, ArrayViewD, CowArray, IxDyn};
 use rayon::prelude::*;
@@ -470,6 +471,7 @@ unsafe fn product_rows<T: Scalar>(walk: &BatchWalk, a: *const T, b: *const T, d:
     };
     let p = Ptrs { a, b, d };
     let rows = outer.count();
+    let wide = simd::avx2();
     let row = move |off: [isize; 3]| {
         // Use `p` whole: capturing its raw-pointer fields one by one would not be `Sync`.
         let p = p;
@@ -479,39 +481,13 @@ unsafe fn product_rows<T: Scalar>(walk: &BatchWalk, a: *const T, b: *const T, d:
             p.d.wrapping_offset(off[2]),
         );
         // SAFETY: `inner` steps along the innermost axis stay inside each array (the
-        // function's contract); slices are only formed for unit strides, and d never
-        // aliases a or b.
+        // function's contract) and d never aliases a or b; the wide copy runs only where
+        // the CPU has AVX2.
         unsafe {
-            match st {
-                [1, 1, 1] => {
-                    let (x, y) = (
-                        std::slice::from_raw_parts(a, inner),
-                        std::slice::from_raw_parts(b, inner),
-                    );
-                    let d = std::slice::from_raw_parts_mut(d, inner);
-                    for ((d, &x), &y) in d.iter_mut().zip(x).zip(y) {
-                        *d = x * y;
-                    }
-                }
-                [1, 0, 1] => {
-                    let (x, y) = (std::slice::from_raw_parts(a, inner), *b);
-                    let d = std::slice::from_raw_parts_mut(d, inner);
-                    for (d, &x) in d.iter_mut().zip(x) {
-                        *d = x * y;
-                    }
-                }
-                [0, 1, 1] => {
-                    let (x, y) = (*a, std::slice::from_raw_parts(b, inner));
-                    let d = std::slice::from_raw_parts_mut(d, inner);
-                    for (d, &y) in d.iter_mut().zip(y) {
-                        *d = x * y;
-                    }
-                }
-                _ => {
-                    for i in 0..inner as isize {
-                        *d.offset(i * st[2]) = *a.offset(i * st[0]) * *b.offset(i * st[1]);
-                    }
-                }
+            if wide {
+                row_product_avx2(st, inner, a, b, d)
+            } else {
+                row_product(st, inner, a, b, d)
             }
         }
     };
@@ -527,6 +503,63 @@ unsafe fn product_rows<T: Scalar>(walk: &BatchWalk, a: *const T, b: *const T, d:
         outer.run(0, rows, row);
     }
 }
+simd::avx2_copy!(unsafe fn row_product_avx2<T: Scalar>(
+    st: [isize; 3],
+    inner: usize,
+    a: *const T,
+    b: *const T,
+    d: *mut T,
+) = row_product);
+
+/// `d[i·st[2]] = a[i·st[0]] · b[i·st[1]]` for `i < inner`: one row of [`product_rows`].
+///
+/// # Safety
+/// The `inner` elements addressed from each pointer lie inside their arrays; `d` does not
+/// alias `a` or `b`.
+#[inline(always)]
+unsafe fn row_product<T: Scalar>(
+    st: [isize; 3],
+    inner: usize,
+    a: *const T,
+    b: *const T,
+    d: *mut T,
+) {
+    // SAFETY: the contract above; slices are only formed for unit strides.
+    unsafe {
+        match st {
+            [1, 1, 1] => {
+                let (x, y) = (
+                    std::slice::from_raw_parts(a, inner),
+                    std::slice::from_raw_parts(b, inner),
+                );
+                let d = std::slice::from_raw_parts_mut(d, inner);
+                for ((d, &x), &y) in d.iter_mut().zip(x).zip(y) {
+                    *d = x * y;
+                }
+            }
+            [1, 0, 1] => {
+                let (x, y) = (std::slice::from_raw_parts(a, inner), *b);
+                let d = std::slice::from_raw_parts_mut(d, inner);
+                for (d, &x) in d.iter_mut().zip(x) {
+                    *d = x * y;
+                }
+            }
+            [0, 1, 1] => {
+                let (x, y) = (*a, std::slice::from_raw_parts(b, inner));
+                let d = std::slice::from_raw_parts_mut(d, inner);
+                for (d, &y) in d.iter_mut().zip(y) {
+                    *d = x * y;
+                }
+            }
+            _ => {
+                for i in 0..inner as isize {
+                    *d.offset(i * st[2]) = *a.offset(i * st[0]) * *b.offset(i * st[1]);
+                }
+            }
+        }
+    }
+}
+
 /// Row-major element strides of `shape`.
 fn standard_strides(shape: &[usize]) -> Vec<isize> {
     let mut st = vec![1isize; shape.len()];
@@ -808,12 +841,30 @@ impl<T: Scalar> Job<T> {
 /// # Safety
 /// The contract of [`Scalar::gemm`].
 unsafe fn naive_gemm<T: Scalar>(c: &GemmCall<T>) {
+    // SAFETY: forwarded; the wide copy runs only where the CPU has AVX2.
+    unsafe {
+        if simd::avx2() {
+            naive_gemm_avx2(c)
+        } else {
+            naive_gemm_body(c)
+        }
+    }
+}
+
+simd::avx2_copy!(unsafe fn naive_gemm_avx2<T: Scalar>(c: &GemmCall<T>) = naive_gemm_body);
+
+/// [`naive_gemm`]'s loops.
+///
+/// # Safety
+/// As [`naive_gemm`].
+#[inline(always)]
+unsafe fn naive_gemm_body<T: Scalar>(c: &GemmCall<T>) {
     for i in 0..c.m as isize {
         for j in 0..c.n as isize {
             // SAFETY: row i of lhs, column j of rhs and (i, j) of dst lie within the
             // m×k, k×n and m×n shapes the caller vouched for.
             unsafe {
-                *c.dst.offset(i * c.dst_rs + j * c.dst_cs) = dot(
+                *c.dst.offset(i * c.dst_rs + j * c.dst_cs) = dot_body(
                     c.lhs.offset(i * c.lhs_rs),
                     c.lhs_cs,
                     c.rhs.offset(j * c.rhs_cs),
@@ -834,6 +885,30 @@ const DOT_LANES: usize = 8;
 /// # Safety
 /// The `k` elements addressed from each base pointer are readable.
 unsafe fn dot<T: Scalar>(x: *const T, sx: isize, y: *const T, sy: isize, k: usize) -> T {
+    // SAFETY: forwarded; the wide copy runs only where the CPU has AVX2.
+    unsafe {
+        if simd::avx2() {
+            dot_avx2(x, sx, y, sy, k)
+        } else {
+            dot_body(x, sx, y, sy, k)
+        }
+    }
+}
+
+simd::avx2_copy!(unsafe fn dot_avx2<T: Scalar>(
+    x: *const T,
+    sx: isize,
+    y: *const T,
+    sy: isize,
+    k: usize,
+) -> T = dot_body);
+
+/// [`dot`]'s loops.
+///
+/// # Safety
+/// As [`dot`].
+#[inline(always)]
+unsafe fn dot_body<T: Scalar>(x: *const T, sx: isize, y: *const T, sy: isize, k: usize) -> T {
     let mut lanes = [T::zero(); DOT_LANES];
     let mut acc = T::zero();
     if sx == 1 && sy == 1 {

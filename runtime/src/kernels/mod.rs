@@ -19,6 +19,7 @@ pub mod contract;
 pub mod elementwise;
 pub mod permute;
 pub mod scalar;
+pub(crate) mod simd;
 pub mod unary;
 
 pub use alloc::{advise_huge, zeros};

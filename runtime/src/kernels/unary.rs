@@ -1,7 +1,7 @@
 //! One-operand einsum: permutations, diagonals, traces and partial sums, plus
 //! broadcasting and scaling.
 
-use super::{alloc, Scalar};
+use super::{alloc, simd, Scalar};
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, ShapeBuilder};
 use rayon::prelude::*;
 
@@ -350,6 +350,36 @@ unsafe fn fold<T: Scalar, F: Fn(&mut T, T)>(
     init: T,
     f: &F,
 ) {
+    // SAFETY: the caller's contract; the wide copy runs only where the CPU has AVX2.
+    unsafe {
+        if simd::avx2() {
+            fold_avx2(src, dst, dims, init, f)
+        } else {
+            fold_body(src, dst, dims, init, f)
+        }
+    }
+}
+
+simd::avx2_copy!(unsafe fn fold_avx2<T: Scalar, F: Fn(&mut T, T)>(
+    src: *const T,
+    dst: *mut T,
+    dims: &[LoopDim],
+    init: T,
+    f: &F,
+) = fold_body);
+
+/// [`fold`]'s loops, inlined into its baseline and AVX2 copies.
+///
+/// # Safety
+/// As [`fold`].
+#[inline(always)]
+unsafe fn fold_body<T: Scalar, F: Fn(&mut T, T)>(
+    src: *const T,
+    dst: *mut T,
+    dims: &[LoopDim],
+    init: T,
+    f: &F,
+) {
     let (inner, isd, iso) = dims[dims.len() - 1];
     let outer = &dims[..dims.len() - 1];
     let mut idx = vec![0usize; outer.len()];
@@ -608,5 +638,45 @@ mod tests {
         let sc = scale(t.view(), 2.0);
         assert!(sc.is_standard_layout());
         assert_eq!(sc, array![[2.0], [4.0], [6.0]].into_dyn());
+    }
+
+    /// The AVX2 copy of `fold` must give the baseline's bits: rows reduced into one
+    /// accumulator (lanes and remainder), rows added into kept accumulators, and strided
+    /// rows, in every dtype.
+    #[test]
+    fn wide_and_baseline_folds_agree() {
+        if !crate::kernels::simd::avx2() {
+            eprintln!("wide_and_baseline_folds_agree: skipped, this CPU has no AVX2");
+            return;
+        }
+        fn check<T: Scalar>(rng: &mut Rng) {
+            for &(rows, len) in &[(3usize, 133usize), (5, 16), (2, 7), (4, 64)] {
+                let src = ArrayD::from_shape_simple_fn(IxDyn(&[rows, len]), || rng.scalar::<T>());
+                let p = src.as_ptr();
+                let (r, l) = (rows, len as isize);
+                // (dims, accumulators): reduce each row; add rows into one row; a
+                // transposed walk (stride `len` inner) into kept accumulators.
+                let cases: [(Vec<LoopDim>, usize); 3] = [
+                    (vec![(r, l, 1), (len, 1, 0)], rows),
+                    (vec![(r, l, 0), (len, 1, 1)], len),
+                    (vec![(len, 1, 1), (r, l, 0)], len),
+                ];
+                for (dims, n) in cases {
+                    let (mut a, mut b) = (vec![T::zero(); n], vec![T::zero(); n]);
+                    let add = |x: &mut T, y: T| *x += y;
+                    // SAFETY: the walks stay inside `src` (rows × len) and the accumulators.
+                    unsafe {
+                        fold_body(p, a.as_mut_ptr(), &dims, T::zero(), &add);
+                        fold_avx2(p, b.as_mut_ptr(), &dims, T::zero(), &add);
+                    }
+                    assert_eq!(a, b, "{dims:?}");
+                }
+            }
+        }
+        let mut rng = Rng(41);
+        check::<f32>(&mut rng);
+        check::<f64>(&mut rng);
+        check::<num_complex::Complex32>(&mut rng);
+        check::<Complex64>(&mut rng);
     }
 }

@@ -348,3 +348,72 @@ fn edge_shapes() {
         &[3, 0]
     );
 }
+
+/// The AVX2 copies of the row product, the dot product and the small-matrix loops must
+/// give the baseline's bits, in every dtype, on unit, broadcast and general strides.
+#[test]
+fn wide_and_baseline_loops_agree() {
+    if !simd::avx2() {
+        eprintln!("wide_and_baseline_loops_agree: skipped, this CPU has no AVX2");
+        return;
+    }
+    fn check<T: Scalar>(rng: &mut Rng) {
+        let x: Vec<T> = (0..300).map(|_| rng.scalar::<T>()).collect();
+        let y: Vec<T> = (0..300).map(|_| rng.scalar::<T>()).collect();
+        for inner in [1usize, 7, 16, 37, 100] {
+            for st in [[1, 1, 1], [1, 0, 1], [0, 1, 1], [2, 3, 1], [1, 1, 2]] {
+                let (mut a, mut b) = (vec![T::zero(); 2 * inner], vec![T::zero(); 2 * inner]);
+                // SAFETY: strides ≤ 3 over ≤ 100 steps stay inside 300 elements, and ≤ 2
+                // inside the 2·inner outputs.
+                unsafe {
+                    row_product(st, inner, x.as_ptr(), y.as_ptr(), a.as_mut_ptr());
+                    row_product_avx2(st, inner, x.as_ptr(), y.as_ptr(), b.as_mut_ptr());
+                }
+                assert_eq!(a, b, "row {st:?} × {inner}");
+            }
+            for (sx, sy) in [(1isize, 1isize), (2, 1), (1, 3)] {
+                // SAFETY: as above.
+                let (a, b) = unsafe {
+                    (
+                        dot_body(x.as_ptr(), sx, y.as_ptr(), sy, inner),
+                        dot_avx2(x.as_ptr(), sx, y.as_ptr(), sy, inner),
+                    )
+                };
+                assert_eq!(a, b, "dot {sx} {sy} × {inner}");
+            }
+        }
+        let (m, n, k) = (3usize, 5usize, 9usize);
+        let (mut a, mut b) = (vec![T::zero(); m * n], vec![T::zero(); m * n]);
+        for (dst, wide) in [(&mut a, false), (&mut b, true)] {
+            let call = GemmCall {
+                m,
+                n,
+                k,
+                dst: dst.as_mut_ptr(),
+                dst_rs: n as isize,
+                dst_cs: 1,
+                lhs: x.as_ptr(),
+                lhs_rs: k as isize,
+                lhs_cs: 1,
+                rhs: y.as_ptr(),
+                rhs_rs: 1,
+                rhs_cs: k as isize,
+                parallelism: gemm::Parallelism::None,
+            };
+            // SAFETY: m×k, k×n (column-major) and m×n all fit in their buffers.
+            unsafe {
+                if wide {
+                    naive_gemm_avx2(&call)
+                } else {
+                    naive_gemm_body(&call)
+                }
+            }
+        }
+        assert_eq!(a, b, "small product");
+    }
+    let mut rng = Rng(43);
+    check::<f32>(&mut rng);
+    check::<f64>(&mut rng);
+    check::<Complex32>(&mut rng);
+    check::<Complex64>(&mut rng);
+}
