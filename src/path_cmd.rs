@@ -109,6 +109,7 @@ pub fn run(a: PathArgs) -> Result<(), Error> {
         seed: a.seed,
         trials: a.trials,
         budget: None,
+        batch_weight: None,
         allow_slicing: !a.no_slicing,
         progress: Some(progress.clone()),
     };

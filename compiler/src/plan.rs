@@ -262,6 +262,60 @@ impl Builder<'_> {
         out
     }
 
+    /// Orders each intermediate of the pairwise steps from `first` on for the step that
+    /// reads it, root first: the labels that step keeps, in its result's order, then the
+    /// ones it sums, in the other operand's order. The kernels then walk both operands of
+    /// a Hadamard or broadcast step in the same direction (`bxyr ⊙ xyr`, not `⊙ xry`,
+    /// whose inner loop gathers) and find a GEMM operand's groups already contiguous.
+    ///
+    /// A new order is taken only when it keeps the producing step's own label classes
+    /// (left only, right only, both) each in one run, so that the producer's result
+    /// stays a plain matrix (or batch of matrices) for its GEMM.
+    fn relayout(&mut self, first: usize) {
+        for c in (first..self.steps.len()).rev() {
+            let Op::Contract { lhs, rhs } = self.steps[c].op else {
+                continue;
+            };
+            for (x, other) in [(lhs, rhs), (rhs, lhs)] {
+                let xi = x.0 as usize;
+                if xi < first {
+                    continue;
+                }
+                let Op::Contract { lhs: pl, rhs: pr } = self.steps[xi].op else {
+                    continue;
+                };
+                let cur = &self.steps[xi].indices;
+                let (out, oth) = (
+                    &self.steps[c].indices,
+                    &self.steps[other.0 as usize].indices,
+                );
+                let key = |i: &IndexId| match out.iter().position(|j| j == i) {
+                    Some(p) => p,
+                    None => out.len() + oth.iter().position(|j| j == i).unwrap_or(oth.len()),
+                };
+                let mut new = cur.clone();
+                new.sort_by_key(key);
+                if new == *cur || (cur.iter().any(|i| !out.contains(i)) && gemm_ready(cur, out)) {
+                    continue;
+                }
+                let (l, r) = (
+                    &self.steps[pl.0 as usize].indices,
+                    &self.steps[pr.0 as usize].indices,
+                );
+                let class = |i: &IndexId| (l.contains(i), r.contains(i));
+                let mut runs: Vec<(bool, bool)> = Vec::new();
+                for i in &new {
+                    if runs.last() != Some(&class(i)) {
+                        runs.push(class(i));
+                    }
+                }
+                if runs.iter().enumerate().all(|(k, r)| !runs[..k].contains(r)) {
+                    self.steps[xi].indices = new;
+                }
+            }
+        }
+    }
+
     fn value(&self, v: ValueId) -> &Step {
         &self.steps[v.0 as usize]
     }
@@ -432,6 +486,12 @@ impl Builder<'_> {
         };
         let limits = Limits {
             budget: Some(self.cfg.limits.budget.unwrap_or(default)),
+            batch_weight: Some(
+                self.cfg
+                    .limits
+                    .batch_weight
+                    .unwrap_or(order::EXEC_BATCH_WEIGHT),
+            ),
             ..self.cfg.limits.clone()
         };
         let info = order::search(&inputs, &output, &sizes, self.cfg.optimizer, &limits)
@@ -485,6 +545,7 @@ impl Builder<'_> {
                 live
             }
         };
+        let first_pair = self.steps.len();
         for (k, &(a, b)) in info.path.pairs.iter().enumerate() {
             let (a, b) = (a.min(b), a.max(b));
             if b >= live.len() {
@@ -521,6 +582,7 @@ impl Builder<'_> {
             [v] => *v,
             _ => return Err(PlanError("order search returned an incomplete path".into())),
         };
+        self.relayout(first_pair);
         let Some(saved) = outer else {
             return Ok(v);
         };
@@ -531,6 +593,20 @@ impl Builder<'_> {
         let args = args.into_iter().map(|(v, _)| v).collect();
         Ok(self.push(Op::SliceSum { args, sliced, body }, indices, dtype, flops))
     }
+}
+
+/// Whether `x`, an operand of a contraction with result labels `out`, is already a
+/// matrix for it: the labels it keeps form one run in `out`'s order and the labels it
+/// sums one run, either first. Reordering such an operand gains its GEMM nothing, and
+/// costs its producer a transposed write.
+fn gemm_ready(x: &[IndexId], out: &[IndexId]) -> bool {
+    let kept: Vec<bool> = x.iter().map(|i| out.contains(i)).collect();
+    let switches = kept.windows(2).filter(|w| w[0] != w[1]).count();
+    let order: Vec<usize> = x
+        .iter()
+        .filter_map(|i| out.iter().position(|j| j == i))
+        .collect();
+    switches <= 1 && order.windows(2).all(|w| w[0] < w[1])
 }
 
 /// The plan invariants over one step list: the plan's own (`body: None`) or a `SliceSum`

@@ -166,7 +166,12 @@ fn run_pairwise(
     let mut notes = Vec::new();
     let mut trials = 0;
     let (candidates, used): (Vec<Ssa>, Optimizer) = match resolved {
-        Optimizer::Optimal => match optimal::optimal(problem, search_limit, deadline) {
+        Optimizer::Optimal => match optimal::optimal(
+            problem,
+            search_limit,
+            deadline,
+            limits.batch_weight.unwrap_or(0.0),
+        ) {
             optimal::Outcome::Found(p) => (vec![p], Optimizer::Optimal),
             optimal::Outcome::Infeasible => {
                 return Err(OrderError::MemoryLimitImpossible {

@@ -155,9 +155,23 @@ pub struct Limits {
     /// default because executing a sliced tree needs an executor that loops
     /// over slices.
     pub allow_slicing: bool,
+    /// Extra weight of a step that sums labels and also carries batch labels (labels of
+    /// both operands and of its result): the exact all-subsets search counts its flops
+    /// `1 + w` times. `None` means the caller's default: 0 for [`search`] (so `einc path`
+    /// keeps opt_einsum's cost), [`EXEC_BATCH_WEIGHT`] for `plan::plan`, whose batched
+    /// products run one small GEMM per batch entry, often after a copy that brings the
+    /// batch labels outermost. Reported flops are always the true ones; the greedy,
+    /// hyper and connected-subset searches ignore it.
+    pub batch_weight: Option<f64>,
     /// Incremented once per finished `Hyper` trial, for progress displays.
     pub progress: Option<Arc<AtomicUsize>>,
 }
+
+/// [`Limits::batch_weight`] of execution plans: a tree with batched GEMMs must save a
+/// fifth of its flops over one without. On `tfno_cp_r16` (`bixy,r,ir,or,xr,yr->boxy`)
+/// the flop-optimal tree batches both large products over `y` and `x` (33.62 Mflop); the
+/// tree with none (33.70 Mflop) runs in half the time (`docs/benchmarks.md`).
+pub const EXEC_BATCH_WEIGHT: f64 = 0.25;
 
 /// opt_einsum "linear" path: each pair `(i, j)` with `i < j` indexes the
 /// current list of operands; both are removed and the result is appended.

@@ -74,7 +74,14 @@ pub(crate) fn optimal_connected(
     connected::connected(p, limit, deadline)
 }
 
-pub(crate) fn optimal(p: &Problem, limit: Option<f64>, deadline: Option<Instant>) -> Outcome {
+/// `batch_weight`: [`super::Limits::batch_weight`], resolved (the all-subsets programme
+/// alone reads it).
+pub(crate) fn optimal(
+    p: &Problem,
+    limit: Option<f64>,
+    deadline: Option<Instant>,
+    batch_weight: f64,
+) -> Outcome {
     let n = p.inputs.len();
     if n < 2 {
         return Outcome::Found(Vec::new());
@@ -90,6 +97,7 @@ pub(crate) fn optimal(p: &Problem, limit: Option<f64>, deadline: Option<Instant>
     }
     let tables = Tables::new(p);
     let mut dp = Dp::new(&tables, limit);
+    dp.batch_weight = batch_weight;
     if let Err(visited) = dp.run(deadline) {
         return Outcome::GaveUp(format!("time limit reached after {visited} splits"));
     }
@@ -184,6 +192,8 @@ fn bits_size(p: &Problem, w: usize, mut bits: u64) -> f64 {
 struct Dp<'t, 'a> {
     t: &'t Tables<'a>,
     limit: Option<f64>,
+    /// A summing step with batch labels costs `1 + batch_weight` times its flops.
+    batch_weight: f64,
     /// Whether a tree is known for the subset, its flops, its largest
     /// intermediate, and the part `A` of its last split.
     ok: Vec<bool>,
@@ -198,6 +208,7 @@ impl<'t, 'a> Dp<'t, 'a> {
         let mut dp = Dp {
             t,
             limit,
+            batch_weight: 0.0,
             ok: vec![false; subsets],
             flops: vec![0.0; subsets],
             largest: vec![0.0; subsets],
@@ -264,6 +275,11 @@ impl<'t, 'a> Dp<'t, 'a> {
                 }
                 if summed {
                     step *= 2.0;
+                    if self.batch_weight > 0.0
+                        && (0..t.words).any(|w| la[w] & lb[w] & legs_s[w] != 0)
+                    {
+                        step *= 1.0 + self.batch_weight;
+                    }
                 }
                 let total = base + step;
                 let largest = size_s.max(self.largest[a]).max(self.largest[b]);

@@ -1,5 +1,6 @@
-//! Sliced plans: built under a memory limit, checked by `Plan::verify`, and refused by it
-//! when a slice body breaks an invariant.
+//! Sliced plans (built under a memory limit, checked by `Plan::verify`, and refused by it
+//! when a slice body breaks an invariant), fused chains, the search budget, and the layout
+//! of intermediates.
 
 use super::*;
 use crate::pipeline::{compile_einsum, CompileConfig};
@@ -321,4 +322,140 @@ fn hyper_by_name_runs_the_whole_search() {
         "{:?}",
         hyper.plan.notes
     );
+}
+
+// Layout of intermediates (`Planner::relayout`).
+
+fn contract_plan(eq: &str, shapes: &[Vec<usize>], cfg: &CompileConfig) -> Plan {
+    let dtypes = vec![DType::F32; shapes.len()];
+    let plan = compile_einsum(eq, shapes, &dtypes, cfg)
+        .expect("compiles")
+        .plan;
+    plan.verify().expect("valid plan");
+    plan
+}
+
+/// Every contraction step: its result's labels and, per operand, its labels and whether
+/// a contraction computed it (an intermediate, whose layout the plan chose).
+type Operand = (Vec<IndexId>, bool);
+fn contractions(plan: &Plan) -> Vec<(Vec<IndexId>, [Operand; 2])> {
+    let operand = |v: ValueId| {
+        let s = &plan.steps[v.0 as usize];
+        (s.indices.clone(), matches!(s.op, Op::Contract { .. }))
+    };
+    plan.steps
+        .iter()
+        .filter_map(|s| match s.op {
+            Op::Contract { lhs, rhs } => Some((s.indices.clone(), [operand(lhs), operand(rhs)])),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn intermediates_are_laid_out_for_the_step_that_reads_them() {
+    let tfno = [
+        vec![8, 64, 32, 32],
+        vec![16],
+        vec![64, 16],
+        vec![64, 16],
+        vec![32, 16],
+        vec![32, 16],
+    ];
+    let plan = contract_plan("bixy,r,ir,or,xr,yr->boxy", &tfno, &CompileConfig::default());
+    // The execution weight picks the tree without batched GEMMs ...
+    assert_eq!(
+        plan.steps.iter().map(|s| s.flops).sum::<f64>(),
+        33_702_400.0
+    );
+    // ... and its broadcast and Hadamard steps read their operands in their own order
+    // (`bxyr ⊙ xyr`, where the search order alone gives `xry`).
+    let mut hadamards = 0;
+    for (out, [(l, _), (r, _)]) in contractions(&plan) {
+        let summed = l.iter().chain(&r).any(|i| !out.contains(i));
+        if !summed && l.len() + r.len() > out.len() {
+            hadamards += 1;
+            for x in [&l, &r] {
+                let pos: Vec<usize> = x
+                    .iter()
+                    .map(|i| out.iter().position(|j| j == i).expect("kept"))
+                    .collect();
+                assert!(pos.windows(2).all(|w| w[0] < w[1]), "{x:?} for {out:?}");
+            }
+        }
+    }
+    assert!(hadamards >= 1);
+    let mut cfg = CompileConfig::default();
+    cfg.plan.limits.batch_weight = Some(0.0);
+    let plain = contract_plan("bixy,r,ir,or,xr,yr->boxy", &tfno, &cfg);
+    assert_eq!(
+        plain.steps.iter().map(|s| s.flops).sum::<f64>(),
+        33_620_480.0
+    );
+
+    // Every intermediate a GEMM reads is already a matrix for it: its kept labels one run
+    // in the result's order, its summed labels another. Before, tucker's `[a, b, c, l]`
+    // reached `kc,abcl->kabl` with c in the middle of the kept labels.
+    let cases: [(&str, Vec<Vec<usize>>); 4] = [
+        (
+            "abcd,ia,jb,kc,ld->ijkl",
+            [
+                vec![16; 4],
+                vec![48, 16],
+                vec![48, 16],
+                vec![48, 16],
+                vec![48, 16],
+            ]
+            .to_vec(),
+        ),
+        ("id,jd,kd->ijk", vec![vec![128, 64]; 3]),
+        (
+            "ab,bc,cd,de,ef,fg,gh,hi->ai",
+            [
+                vec![300, 20],
+                vec![20, 500],
+                vec![500, 40],
+                vec![40, 400],
+                vec![400, 30],
+                vec![30, 600],
+                vec![600, 50],
+                vec![50, 200],
+            ]
+            .to_vec(),
+        ),
+        ("bixy,r,ir,or,xr,yr->boxy", tfno.to_vec()),
+    ];
+    for (eq, shapes) in &cases {
+        let plan = contract_plan(eq, shapes, &CompileConfig::default());
+        for (out, operands) in contractions(&plan) {
+            let summed = operands
+                .iter()
+                .any(|(x, _)| x.iter().any(|i| !out.contains(i)));
+            for (x, computed) in operands.iter().filter(|_| summed) {
+                if *computed {
+                    assert!(
+                        !x.iter().any(|i| !out.contains(i)) || gemm_ready(x, &out),
+                        "{eq}: {x:?} read by a product into {out:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_ready_operands() {
+    let ids = |v: &[u32]| v.iter().map(|&i| IndexId(i)).collect::<Vec<_>>();
+    let out = ids(&[0, 1, 2]);
+    assert!(gemm_ready(&ids(&[0, 1, 5]), &out));
+    assert!(gemm_ready(&ids(&[5, 6, 0, 2]), &out));
+    assert!(
+        !gemm_ready(&ids(&[0, 5, 1]), &out),
+        "summed label inside the kept run"
+    );
+    assert!(
+        !gemm_ready(&ids(&[1, 0, 5]), &out),
+        "kept labels out of the result's order"
+    );
+    assert!(gemm_ready(&ids(&[0, 2]), &out));
 }

@@ -68,7 +68,7 @@ pub(super) fn connected(p: &Problem, limit: Option<f64>, deadline: Option<Instan
             ..p.clone()
         };
         let sub = if parts.len() <= FULL_MAX_INPUTS {
-            match super::optimal(&joins, limit, deadline) {
+            match super::optimal(&joins, limit, deadline, 0.0) {
                 Outcome::Found(sub) => sub,
                 other => return other,
             }

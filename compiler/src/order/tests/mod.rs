@@ -343,3 +343,65 @@ fn exact_search_timing() {
         println!("optimal on a {n}-ring: {:?}", t.elapsed());
     }
 }
+
+/// tfno_cp_r16's contraction: the flop-optimal tree batches both large products (over y,
+/// then x); a batch weight makes the exact search prefer the tree without batched GEMMs,
+/// while the reported flops stay the true ones and the default keeps opt_einsum's cost.
+#[test]
+fn batch_weight_steers_the_exact_search_away_from_batched_products() {
+    let (inputs, output) = eq("bixy,r,ir,or,xr,yr->boxy");
+    let mut sizes = vec![1u64; 26];
+    for (c, n) in [
+        ('b', 8),
+        ('i', 64),
+        ('o', 64),
+        ('x', 32),
+        ('y', 32),
+        ('r', 16),
+    ] {
+        sizes[(c as u8 - b'a') as usize] = n;
+    }
+    // Labels summed by a step, and whether it also keeps a label of both operands.
+    let batched_sums = |info: &PathInfo| {
+        let mut live = inputs.clone();
+        let mut n = 0;
+        for &(a, b) in &info.path.pairs {
+            let (x, y) = (live[a].clone(), live[b].clone());
+            live.remove(b);
+            live.remove(a);
+            let needed = |l: &Label| output.contains(l) || live.iter().any(|t| t.contains(l));
+            let both: Vec<Label> = x.iter().filter(|l| y.contains(l)).copied().collect();
+            if both.iter().any(|l| !needed(l)) && both.iter().any(needed) {
+                n += 1;
+            }
+            let mut kept: Vec<Label> = Vec::new();
+            for &l in x.iter().chain(&y) {
+                if needed(&l) && !kept.contains(&l) {
+                    kept.push(l);
+                }
+            }
+            live.push(kept);
+        }
+        n
+    };
+    let plain = search(&inputs, &output, &sizes, Optimizer::Optimal, &no_limits()).unwrap();
+    assert_eq!(plain.flops, 33_620_480.0);
+    assert_eq!(batched_sums(&plain), 2);
+    for w in [0.01, EXEC_BATCH_WEIGHT, 1.0] {
+        let lim = Limits {
+            batch_weight: Some(w),
+            ..Limits::default()
+        };
+        let info = search(&inputs, &output, &sizes, Optimizer::Optimal, &lim).unwrap();
+        assert_eq!(info.flops, 33_702_400.0, "weight {w}");
+        assert_eq!(batched_sums(&info), 0, "weight {w}");
+    }
+    // A batched product with no alternative keeps its tree.
+    let (inputs, output) = eq("bij,bjk->bik");
+    let lim = Limits {
+        batch_weight: Some(1.0),
+        ..Limits::default()
+    };
+    let info = search(&inputs, &output, &[4; 26], Optimizer::Optimal, &lim).unwrap();
+    assert_eq!(info.path.pairs, vec![(0, 1)]);
+}
