@@ -4,7 +4,8 @@
 //! `einc::einsum` on a 2×2 matmul. Prints one JSON object per line, for
 //! `benches/cpu.sh` to join with the Python peers' numbers.
 //!
-//! `cargo bench --bench cpu [-- FILTER]`
+//! `cargo bench --bench cpu [-- FILTER]`; `EINC_BENCH_SUITE=FILE` for another suite (the
+//! MPS and lattice networks of `../shared/paths/suite.json`, for their peak memory).
 
 use einc::{DType, ExecOptions, TensorData, TensorView};
 use ndarray::{ArrayD, IxDyn};
@@ -321,10 +322,15 @@ fn main() {
         .map(|v| v.split(',').filter_map(|t| t.trim().parse().ok()).collect())
         .filter(|v: &Vec<usize>| !v.is_empty())
         .unwrap_or_else(|| vec![1, 2]);
-    let path = concat!(
+    // EINC_BENCH_SUITE=FILE runs another suite of the same shape (cases with "name", "eq"
+    // and "shapes" or "sizes"), e.g. ../shared/paths/suite.json for the peak memory of its
+    // MPS and lattice networks; dtype f32 unless a case says otherwise.
+    let default = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../shared/workloads/cpu_suite.json"
     );
+    let path = std::env::var("EINC_BENCH_SUITE").unwrap_or_else(|_| default.to_string());
+    let path = path.as_str();
     let suite: Value = match std::fs::read_to_string(path).map(|t| serde_json::from_str(&t)) {
         Ok(Ok(v)) => v,
         _ => {
@@ -428,6 +434,34 @@ fn main() {
         let bound = expr.compiled().plan.largest_intermediate() * elem
             + stats.input_bytes as f64
             + out.nbytes() as f64;
+        // What any executor needs that keeps a step's operands while it writes the result:
+        // the largest working set of one step (its result and the arguments it reads that
+        // were computed, not loaded) plus the inputs and the output. A chain step of MPS or
+        // a lattice's boundary holds two intermediates of about the largest size at once.
+        let plan = &expr.compiled().plan;
+        let len = |v: einc_compiler::plan::ValueId| {
+            let st = &plan.steps[v.0 as usize];
+            let computed = !matches!(
+                st.op,
+                einc_compiler::plan::Op::Load { .. } | einc_compiler::plan::Op::Store { .. }
+            );
+            let n: f64 = st
+                .indices
+                .iter()
+                .map(|&i| plan.program.size(i) as f64)
+                .product();
+            if computed {
+                n
+            } else {
+                0.0
+            }
+        };
+        let step_set = plan
+            .steps
+            .iter()
+            .map(|st| len(st.out) + st.op.arg_iter().map(len).sum::<f64>())
+            .fold(0.0, f64::max);
+        let step_bound = step_set * elem + stats.input_bytes as f64 + out.nbytes() as f64;
         // Peak counts intermediates and outputs; inputs are borrowed, so add them back.
         let peak = (stats.peak_bytes + stats.input_bytes) as f64;
         let heap_total = (heap + stats.input_bytes) as f64;
@@ -445,7 +479,7 @@ fn main() {
         });
         println!(
             "{}",
-            json!({"kind": "memory", "name": name, "peak_bytes": peak, "heap_peak_bytes": heap_total, "bound_bytes": bound, "chunked_heap_peak_bytes": chunked_heap})
+            json!({"kind": "memory", "name": name, "peak_bytes": peak, "heap_peak_bytes": heap_total, "bound_bytes": bound, "step_bound_bytes": step_bound, "chunked_heap_peak_bytes": chunked_heap})
         );
         for &threads in &thread_counts {
             let ex = expr.clone().with_options(ExecOptions {

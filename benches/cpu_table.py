@@ -81,12 +81,14 @@ for e in env:
     print(f"peers at {e['threads']} thread(s): numpy {e['numpy']}, opt_einsum {e['opt_einsum']}, torch {e['torch']}, BLAS {e['blas']}")
 mem = [r for r in einc if r["kind"] == "memory"]
 if mem:
-    print("\n| case | executor peak (inputs + live arrays) | heap peak (inputs + every allocation) | chunked run's heap peak | plan bound (largest intermediate + inputs + output) | within bound (executor / heap / chunked) |")
-    print("|---|---|---|---|---|---|")
+    print("\n| case | executor peak (inputs + live arrays) | heap peak (inputs + every allocation) | chunked run's heap peak | plan bound (largest intermediate + inputs + output) | within bound (executor / heap / chunked) | largest step's working set + inputs + output | executor within it |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in mem:
         ok = r["peak_bytes"] <= r["bound_bytes"]
         hp = r.get("heap_peak_bytes", float("nan"))
         ok_h = hp <= r["bound_bytes"]
         ch = r.get("chunked_heap_peak_bytes")
         ch_s, ok_c = ("—", "—") if ch is None else (f"{ch:.0f}", "yes" if ch <= r["bound_bytes"] else "no")
-        print(f"| {r['name']} | {r['peak_bytes']:.0f} | {hp:.0f} | {ch_s} | {r['bound_bytes']:.0f} | {'yes' if ok else 'no'} / {'yes' if ok_h else 'no'} / {ok_c} |")
+        sb = r.get("step_bound_bytes")
+        sb_s, ok_s = ("—", "—") if sb is None else (f"{sb:.0f}", "yes" if r["peak_bytes"] <= sb else "no")
+        print(f"| {r['name']} | {r['peak_bytes']:.0f} | {hp:.0f} | {ch_s} | {r['bound_bytes']:.0f} | {'yes' if ok else 'no'} / {'yes' if ok_h else 'no'} / {ok_c} | {sb_s} | {ok_s} |")

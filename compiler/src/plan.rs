@@ -545,8 +545,9 @@ impl Builder<'_> {
                 live
             }
         };
+        let (pairs, step_flops) = low_memory_order(&info, live.len());
         let first_pair = self.steps.len();
-        for (k, &(a, b)) in info.path.pairs.iter().enumerate() {
+        for (k, &(a, b)) in pairs.iter().enumerate() {
             let (a, b) = (a.min(b), a.max(b));
             if b >= live.len() {
                 return Err(PlanError(format!(
@@ -574,7 +575,7 @@ impl Builder<'_> {
                     }
                 }
             }
-            let flops = info.steps.get(k).map(|s| s.flops).unwrap_or(0.0);
+            let flops = step_flops.get(k).copied().unwrap_or(0.0);
             let v = self.push(Op::Contract { lhs: va, rhs: vb }, keep, dtype, flops);
             live.push(v);
         }
@@ -592,6 +593,75 @@ impl Builder<'_> {
         let flops = slices * body.iter().map(|s| s.flops).sum::<f64>();
         let args = args.into_iter().map(|(v, _)| v).collect();
         Ok(self.push(Op::SliceSum { args, sliced, body }, indices, dtype, flops))
+    }
+}
+
+/// The search's contraction tree in the evaluation order that holds the fewest result
+/// elements alive at once, with each step's flops in that order. The executor frees a
+/// value after its last reader, so while one subtree runs the other's result waits;
+/// at each node the child that needs more beyond its own result runs first (Sethi and
+/// Ullman's rule, exact for trees). Inputs count nothing: they are borrowed. Ties keep
+/// the search's order, and the tree and its flops are unchanged.
+fn low_memory_order(info: &order::PathInfo, n_inputs: usize) -> (Vec<(usize, usize)>, Vec<f64>) {
+    let unchanged = || {
+        let flops = info.steps.iter().map(|s| s.flops).collect();
+        (info.path.pairs.clone(), flops)
+    };
+    let Ok(ssa) = order::linear_to_ssa(n_inputs, &info.path) else {
+        return unchanged();
+    };
+    if ssa.len() < 3 || info.steps.len() != ssa.len() {
+        return unchanged();
+    }
+    // Per SSA id: its result size and the most elements alive while it is computed.
+    let total = n_inputs + ssa.len();
+    let mut size = vec![0.0f64; total];
+    let mut peak = vec![0.0f64; total];
+    let mut first_b = vec![false; ssa.len()];
+    for (k, &(a, b)) in ssa.iter().enumerate() {
+        let id = n_inputs + k;
+        size[id] = info.steps[k].size;
+        let all = size[a] + size[b] + size[id];
+        let a_first = peak[a].max(size[a] + peak[b]).max(all);
+        let b_first = peak[b].max(size[b] + peak[a]).max(all);
+        first_b[k] = b_first < a_first;
+        peak[id] = a_first.min(b_first);
+    }
+    // Post-order from the root, children in the chosen order, without recursion.
+    let mut order: Vec<usize> = Vec::with_capacity(ssa.len());
+    let mut stack = vec![(n_inputs + ssa.len() - 1, false)];
+    while let Some((id, expanded)) = stack.pop() {
+        if id < n_inputs {
+            continue;
+        }
+        let k = id - n_inputs;
+        if expanded {
+            order.push(k);
+            continue;
+        }
+        let (a, b) = ssa[k];
+        let (first, second) = if first_b[k] { (b, a) } else { (a, b) };
+        stack.push((id, true));
+        stack.push((second, false));
+        stack.push((first, false));
+    }
+    if order.len() != ssa.len() {
+        return unchanged();
+    }
+    let mut new_id: Vec<usize> = (0..total).collect();
+    for (pos, &k) in order.iter().enumerate() {
+        new_id[n_inputs + k] = n_inputs + pos;
+    }
+    let reordered: Vec<(usize, usize)> = order
+        .iter()
+        .map(|&k| (new_id[ssa[k].0], new_id[ssa[k].1]))
+        .collect();
+    match order::ssa_to_linear(n_inputs, &reordered) {
+        Ok(path) => (
+            path.pairs,
+            order.iter().map(|&k| info.steps[k].flops).collect(),
+        ),
+        Err(_) => unchanged(),
     }
 }
 

@@ -459,3 +459,56 @@ fn gemm_ready_operands() {
     );
     assert!(gemm_ready(&ids(&[0, 2]), &out));
 }
+
+/// A tree whose search order runs the subtree with the large result first: the memory
+/// order runs the other subtree (peak 500 elements, result 5) first, so the large result
+/// never waits beside it (1006 elements alive at most instead of 1505).
+#[test]
+fn the_subtree_that_needs_more_memory_runs_first() {
+    let step = |size: f64, flops: f64| order::StepInfo {
+        pair: (0, 1),
+        operands: [Vec::new(), Vec::new()],
+        result: Vec::new(),
+        summed: Vec::new(),
+        flops,
+        cost: flops / 2.0,
+        size,
+    };
+    let ssa = [(0, 1), (2, 3), (6, 4), (5, 7)];
+    let info = order::PathInfo {
+        path: order::ssa_to_linear(5, &ssa).unwrap(),
+        optimizer: Optimizer::Optimal,
+        flops: 10.0,
+        cost: 5.0,
+        largest_intermediate: 1000.0,
+        write: 1506.0,
+        steps: vec![
+            step(1000.0, 1.0),
+            step(500.0, 2.0),
+            step(5.0, 3.0),
+            step(1.0, 4.0),
+        ],
+        slicing: None,
+        trials: 0,
+        pre_reduced: Vec::new(),
+        notes: Vec::new(),
+    };
+    let (pairs, flops) = low_memory_order(&info, 5);
+    let want = order::ssa_to_linear(5, &[(2, 3), (5, 4), (0, 1), (7, 6)]).unwrap();
+    assert_eq!(pairs, want.pairs);
+    assert_eq!(flops, vec![2.0, 3.0, 1.0, 4.0]);
+    // Given in that order already, the tree stays as it is.
+    let info = order::PathInfo {
+        path: order::ssa_to_linear(5, &[(2, 3), (5, 4), (0, 1), (6, 7)]).unwrap(),
+        steps: vec![
+            step(500.0, 2.0),
+            step(5.0, 3.0),
+            step(1000.0, 1.0),
+            step(1.0, 4.0),
+        ],
+        ..info
+    };
+    let (pairs, flops) = low_memory_order(&info, 5);
+    assert_eq!(pairs, info.path.pairs);
+    assert_eq!(flops, vec![2.0, 3.0, 1.0, 4.0]);
+}
