@@ -26,7 +26,7 @@ pub use einc_compiler::optimize::{Extractor, OptimizeConfig};
 pub use einc_compiler::order::Optimizer;
 pub use einc_compiler::pipeline::CompileConfig;
 pub use einc_frontend::ein::ast::DType;
-pub use einc_runtime::{ExecOptions, ExecStats, Target, TensorData, TensorView};
+pub use einc_runtime::{ExecOptions, ExecStats, InPlaceMode, Target, TensorData, TensorView};
 pub use error::{Error, UserError};
 pub use view::TensorCow;
 

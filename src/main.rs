@@ -270,6 +270,7 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
                         TargetArg::Cpu => einc::Target::Cpu,
                         TargetArg::Gpu => einc::Target::Gpu,
                     },
+                    ..Default::default()
                 },
             };
             match (equation, file) {

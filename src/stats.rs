@@ -62,5 +62,12 @@ pub fn render(plan: &Plan, stats: &ExecStats) -> String {
         stats.peak_bytes as f64 / (1 << 20) as f64,
         stats.input_bytes
     );
+    if stats.in_place_steps > 0 {
+        let _ = writeln!(
+            s,
+            "{} steps computed in the buffer of the operand they consume (scratch blocks up to {} bytes)",
+            stats.in_place_steps, stats.workspace_bytes
+        );
+    }
     s
 }

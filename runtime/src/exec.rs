@@ -6,6 +6,7 @@
 //! step's dtype first (the compiler promotes; constants arrive as f64).
 
 use crate::fused;
+use crate::inplace;
 use crate::kernels::{self, Scalar};
 use crate::semiring;
 use crate::value::{dtype_size, TensorData, TensorView};
@@ -37,6 +38,20 @@ pub struct ExecOptions {
     pub collect_stats: bool,
     /// Where the plan runs.
     pub target: Target,
+    /// Whether contractions may be computed in the buffer of an operand they consume.
+    pub in_place: InPlaceMode,
+}
+
+/// When the CPU executor computes a contraction in the buffer of the operand it consumes
+/// (see `inplace.rs`: block by block, each block through a scratch of at most 1 MiB).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InPlaceMode {
+    /// Where a step would otherwise hold more computed values than the plan's largest
+    /// intermediate (its operand and its result at once, in a chain of large steps).
+    #[default]
+    Auto,
+    /// Never: every step writes a fresh buffer.
+    Never,
 }
 
 /// The device a plan runs on.
@@ -58,6 +73,11 @@ pub struct ExecStats {
     /// are borrowed).
     pub peak_bytes: usize,
     pub input_bytes: usize,
+    /// Steps computed in the buffer of the operand they consume ([`crate::inplace`]).
+    pub in_place_steps: usize,
+    /// Largest scratch block of those steps, in bytes: kernel workspace, like a GEMM's
+    /// packing buffers, and not part of `peak_bytes`.
+    pub workspace_bytes: usize,
     pub total: Duration,
 }
 
@@ -335,6 +355,17 @@ fn run_plan<'a>(
             side_sum[of.0 as usize] = Some(k);
         }
     }
+    // Steps run in place, and buffers allocated with room for that; not while preparing
+    // constants, whose values are kept.
+    let in_place = match mode {
+        Mode::Prepare { .. } => inplace::Choice::default(),
+        _ if opts.in_place == InPlaceMode::Never || inplace::disabled() => {
+            inplace::Choice::default()
+        }
+        _ => inplace::choose(plan, &last_use),
+    };
+    // Capacity of each live value's buffer beyond its elements, in bytes.
+    let mut spare = vec![0usize; n];
     let mut values: Vec<Option<Slot<'a>>> = vec![None; n];
     for (k, s) in plan.steps.iter().enumerate() {
         match mode {
@@ -362,7 +393,64 @@ fn run_plan<'a>(
             ir_labels(&plan.steps[v.0 as usize].indices)
         };
         let out_idx: &[u32] = ir_labels(&s.indices);
-        let result: Slot<'a> = {
+        // Bytes that may coexist with the step's values for a moment (a buffer that grew).
+        let mut transient = 0;
+        let mut done = None;
+        if let (Some(how), Op::Contract { lhs, rhs }) =
+            (in_place.steps.get(k).copied().flatten(), &s.op)
+        {
+            let (a, b) = if how.operand == 0 {
+                (lhs.0 as usize, rhs.0 as usize)
+            } else {
+                (rhs.0 as usize, lhs.0 as usize)
+            };
+            if let Some(Slot::Owned(arc)) = values[a].take_if(|v| matches!(v, Slot::Owned(_))) {
+                match Arc::try_unwrap(arc) {
+                    Ok(data) => {
+                        let bv = values[b].as_ref().map(|x| x.view()).ok_or_else(|| {
+                            ExecError(format!(
+                                "internal error: value %{b} read after it was freed"
+                            ))
+                        })?;
+                        let c_shape: Vec<usize> =
+                            s.indices.iter().map(|&i| p.size(i) as usize).collect();
+                        let al = ir_labels(&plan.steps[a].indices);
+                        let bl = ir_labels(&plan.steps[b].indices);
+                        match inplace::contract(
+                            semi,
+                            data,
+                            how.operand == 0,
+                            al,
+                            bv,
+                            bl,
+                            out_idx,
+                            &c_shape,
+                            (how.np, how.nq),
+                        ) {
+                            Ok((c, held)) => {
+                                stats.in_place_steps += 1;
+                                stats.workspace_bytes = stats.workspace_bytes.max(held.workspace);
+                                // Keep only the room later steps of the chain grow into.
+                                let keep = in_place.capacity[k];
+                                let (c, extra) = inplace::fit(c, keep);
+                                spare[k] = extra;
+                                spare[a] = 0;
+                                transient = held.grown_from;
+                                done = Some(Slot::Owned(Arc::new(c)));
+                            }
+                            Err(data) => values[a] = Some(Slot::Owned(Arc::new(data))),
+                        }
+                    }
+                    Err(shared) => values[a] = Some(Slot::Owned(shared)),
+                }
+            }
+        }
+        // Room for a later in-place step to grow this value without reallocating.
+        let room = in_place.capacity.get(k).copied().unwrap_or(0);
+        let elems: usize = s.indices.iter().map(|&i| p.size(i) as usize).product();
+        let result: Slot<'a> = if let Some(r) = done {
+            r
+        } else {
             let get = |v: &einc_compiler::plan::ValueId| -> Result<&Slot<'a>, ExecError> {
                 values[v.0 as usize].as_ref().ok_or_else(|| {
                     ExecError(format!(
@@ -383,19 +471,21 @@ fn run_plan<'a>(
                 }
                 Op::Unary { arg } => {
                     let a = get(arg)?;
-                    Slot::Owned(Arc::new(with_dtype(
-                        s.dtype,
-                        &[a.view()],
-                        unary_step(semi, labels(arg), out_idx),
-                    )))
+                    let r = kernels::with_capacity(elems, room, || {
+                        with_dtype(s.dtype, &[a.view()], unary_step(semi, labels(arg), out_idx))
+                    });
+                    Slot::Owned(Arc::new(with_room(r, room > elems, &mut spare[k])))
                 }
                 Op::Contract { lhs, rhs } => {
                     let (a, b) = (get(lhs)?, get(rhs)?);
-                    Slot::Owned(Arc::new(with_dtype(
-                        s.dtype,
-                        &[a.view(), b.view()],
-                        contract_step(semi, labels(lhs), labels(rhs), out_idx),
-                    )))
+                    let r = kernels::with_capacity(elems, room, || {
+                        with_dtype(
+                            s.dtype,
+                            &[a.view(), b.view()],
+                            contract_step(semi, labels(lhs), labels(rhs), out_idx),
+                        )
+                    });
+                    Slot::Owned(Arc::new(with_room(r, room > elems, &mut spare[k])))
                 }
                 Op::Elementwise { op, args: vs } => {
                     let slots = vs.iter().map(get).collect::<Result<Vec<_>, _>>()?;
@@ -512,12 +602,13 @@ fn run_plan<'a>(
             let unkept = if kept || counted_later { 0 } else { bytes };
             stats.peak_bytes = stats
                 .peak_bytes
-                .max(live_bytes(&values, &tensors) + unkept + body_peak);
+                .max(live_bytes(&values, &tensors, &spare) + unkept + body_peak + transient);
         }
         for a in reads(&s.op) {
             let returned = matches!(mode, Mode::Prepare { keep, .. } if keep[a]);
             if last_use[a] == k && !returned {
                 values[a] = None;
+                spare[a] = 0;
             }
         }
     }
@@ -550,6 +641,12 @@ fn run_plan<'a>(
                 // Drop the table's reference so the last one can be unwrapped, not copied.
                 tensors[o.index()] = None;
                 let a = Arc::try_unwrap(a).unwrap_or_else(|shared| (*shared).clone());
+                // A buffer an in-place step shrank keeps its old capacity until here.
+                let a = if stats.in_place_steps > 0 {
+                    inplace::fit(a, 0).0
+                } else {
+                    a
+                };
                 if a.dtype() == want {
                     a
                 } else {
@@ -563,10 +660,31 @@ fn run_plan<'a>(
     Ok((outs, stats, Vec::new()))
 }
 
-/// Bytes held by computed arrays (each array once, however many slots share it).
-fn live_bytes<'a>(values: &[Option<Slot<'a>>], tensors: &[Option<Slot<'a>>]) -> usize {
+/// `r`, and (when a later step grows it in place) the capacity its buffer got beyond its
+/// elements, in bytes, stored in `spare`.
+fn with_room(r: TensorData, asked: bool, spare: &mut usize) -> TensorData {
+    if !asked {
+        return r;
+    }
+    let (r, extra) = inplace::fit(r, usize::MAX);
+    *spare = extra;
+    r
+}
+
+/// Bytes held by computed arrays (each array once, however many slots share it), with
+/// the spare capacity of values' buffers.
+fn live_bytes<'a>(
+    values: &[Option<Slot<'a>>],
+    tensors: &[Option<Slot<'a>>],
+    spare: &[usize],
+) -> usize {
     let mut seen: Vec<*const TensorData> = Vec::new();
-    let mut total = 0;
+    let mut total: usize = values
+        .iter()
+        .zip(spare)
+        .filter(|(v, _)| matches!(v, Some(Slot::Owned(_))))
+        .map(|(_, &x)| x)
+        .sum();
     for slot in values.iter().chain(tensors).flatten() {
         if let Slot::Owned(t) = slot {
             let ptr = Arc::as_ptr(t);

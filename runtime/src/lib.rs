@@ -5,15 +5,19 @@
 //! - [`kernels`]: GEMM-backed pairwise contraction, unary einsum, elementwise ops;
 //! - [`fused`]: one-pass evaluation of fused elementwise chains;
 //! - [`semiring`]: max-plus, min-plus and log-sum-exp contractions;
-//! - [`exec`]: runs a `Plan` on [`TensorData`] arrays.
+//! - [`exec`]: runs a `Plan` on [`TensorData`] arrays;
+//! - `inplace`: contractions computed in the buffer of the operand they consume.
 pub mod exec;
 pub mod fused;
 pub mod gpu;
+mod inplace;
 pub mod kernels;
 pub mod oracle;
 pub mod reference;
 pub mod semiring;
 pub mod value;
 
-pub use exec::{execute, execute_views, input_ids, ExecError, ExecOptions, ExecStats, Target};
+pub use exec::{
+    execute, execute_views, input_ids, ExecError, ExecOptions, ExecStats, InPlaceMode, Target,
+};
 pub use value::{TensorData, TensorView};

@@ -39,6 +39,7 @@ mod rgreedy;
 pub(crate) mod rng;
 mod slicing;
 mod ssa;
+mod sweep;
 mod tree;
 
 #[cfg(test)]
@@ -54,6 +55,7 @@ pub use driver::{compile_budget, default_trials};
 pub use optimal::MAX_OPTIMAL_INPUTS;
 pub use slicing::Slicing;
 pub use ssa::{linear_to_ssa, ssa_to_linear};
+pub use sweep::sweep;
 
 /// An index label; its extent is `sizes[label as usize]`.
 pub type Label = u32;

@@ -11,6 +11,40 @@
 use super::Scalar;
 use ndarray::{ArrayD, IxDyn};
 use std::alloc::Layout;
+use std::cell::Cell;
+
+thread_local! {
+    /// `(n, cap)`: buffers of exactly `n` elements allocated on this thread get room for
+    /// `cap` (see [`with_capacity`]).
+    static CAPACITY: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+}
+
+/// Runs `f` (a kernel call) so that the buffers of exactly `n` elements it allocates on
+/// this thread have capacity for `cap`: the executor asks this of a value that a later
+/// step will grow in place ([`crate::inplace`]), so that growing it needs no
+/// reallocation (which may copy, holding both sizes at once). Buffers a kernel
+/// allocates on other threads, or not through this module, get no extra room; the
+/// caller reads the capacity it got from the result.
+pub(crate) fn with_capacity<R>(n: usize, cap: usize, f: impl FnOnce() -> R) -> R {
+    let before = CAPACITY.with(|c| c.replace((cap > n).then_some((n, cap))));
+    let r = f();
+    CAPACITY.with(|c| c.set(before));
+    r
+}
+
+/// An empty vector with room for `n` elements (more under [`with_capacity`]), for
+/// kernels that push their results.
+pub(crate) fn vec_for<T>(n: usize) -> Vec<T> {
+    Vec::with_capacity(capacity(n))
+}
+
+/// The capacity to give a buffer of `n` elements.
+fn capacity(n: usize) -> usize {
+    match CAPACITY.with(Cell::get) {
+        Some((m, cap)) if m == n => cap,
+        _ => n,
+    }
+}
 
 /// Buffers from this many bytes up get `MADV_HUGEPAGE` (numpy's threshold).
 const HUGE_MIN: usize = 1 << 22;
@@ -44,22 +78,30 @@ pub fn advise_huge(ptr: *mut u8, bytes: usize) {
 /// A zero-filled array of `shape` in standard layout.
 pub fn zeros<T: Scalar>(shape: &[usize]) -> ArrayD<T> {
     let n: usize = shape.iter().product();
-    let bytes = n * std::mem::size_of::<T>();
+    let cap = capacity(n);
+    let bytes = cap * std::mem::size_of::<T>();
     if bytes < HUGE_MIN {
+        if cap > n {
+            let mut v = Vec::with_capacity(cap);
+            v.resize(n, T::zero());
+            return ArrayD::from_shape_vec(IxDyn(shape), v)
+                .unwrap_or_else(|_| unreachable!("length equals the shape's product"));
+        }
         return ArrayD::from_elem(IxDyn(shape), T::zero());
     }
-    let layout = Layout::array::<T>(n).expect("an array that exists in memory has a layout");
+    let layout = Layout::array::<T>(cap).expect("an array that exists in memory has a layout");
     // SAFETY: `layout` has a non-zero size (bytes >= HUGE_MIN). All-zero bytes are the
     // value zero of every `Scalar` (IEEE floats and pairs of them), so the n elements are
-    // initialised. The block comes from the global allocator with `Layout::array::<T>(n)`,
-    // which is exactly what `Vec<T>` with capacity n deallocates with.
+    // initialised (and the rest of the capacity is zero too). The block comes from the
+    // global allocator with `Layout::array::<T>(cap)`, which is exactly what `Vec<T>`
+    // with capacity cap deallocates with.
     let v = unsafe {
         let p = std::alloc::alloc_zeroed(layout);
         if p.is_null() {
             std::alloc::handle_alloc_error(layout);
         }
         advise_huge(p, bytes);
-        Vec::from_raw_parts(p.cast::<T>(), n, n)
+        Vec::from_raw_parts(p.cast::<T>(), n, cap)
     };
     ArrayD::from_shape_vec(IxDyn(shape), v)
         .unwrap_or_else(|_| unreachable!("length equals the shape's product"))
@@ -68,12 +110,13 @@ pub fn zeros<T: Scalar>(shape: &[usize]) -> ArrayD<T> {
 /// An array of `shape` filled with `value`, in standard layout.
 pub(crate) fn filled<T: Scalar>(shape: &[usize], value: T) -> ArrayD<T> {
     let n: usize = shape.iter().product();
-    if n * std::mem::size_of::<T>() < HUGE_MIN {
+    let cap = capacity(n);
+    if cap * std::mem::size_of::<T>() < HUGE_MIN && cap == n {
         // ndarray's own fill (`vec!`), which allocates zeros with calloc.
         return ArrayD::from_elem(IxDyn(shape), value);
     }
-    let mut v: Vec<T> = Vec::with_capacity(n);
-    advise_huge(v.as_mut_ptr().cast(), n * std::mem::size_of::<T>());
+    let mut v: Vec<T> = Vec::with_capacity(cap);
+    advise_huge(v.as_mut_ptr().cast(), cap * std::mem::size_of::<T>());
     v.resize(n, value);
     ArrayD::from_shape_vec(IxDyn(shape), v)
         .unwrap_or_else(|_| unreachable!("length equals the shape's product"))
@@ -86,8 +129,9 @@ pub(crate) fn filled<T: Scalar>(shape: &[usize], value: T) -> ArrayD<T> {
 /// write every one of them (and nothing outside) before it returns.
 pub(crate) unsafe fn uninit<T: Scalar>(shape: &[usize], fill: impl FnOnce(*mut T)) -> ArrayD<T> {
     let n: usize = shape.iter().product();
-    let mut v: Vec<T> = Vec::with_capacity(n);
-    advise_huge(v.as_mut_ptr().cast(), n * std::mem::size_of::<T>());
+    let cap = capacity(n);
+    let mut v: Vec<T> = Vec::with_capacity(cap);
+    advise_huge(v.as_mut_ptr().cast(), cap * std::mem::size_of::<T>());
     fill(v.as_mut_ptr());
     // SAFETY: the caller's `fill` initialised all n elements within the capacity.
     unsafe { v.set_len(n) };

@@ -326,7 +326,7 @@ fn tiny_product<T: Scalar>(
         }
         (oa, ob)
     };
-    let mut out = Vec::with_capacity(n_out);
+    let mut out = alloc::vec_for(n_out);
     for o in 0..n_out {
         let (oa, ob) = offsets(o, &outer);
         let mut acc = T::zero();

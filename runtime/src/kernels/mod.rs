@@ -22,6 +22,7 @@ pub mod scalar;
 pub(crate) mod simd;
 pub mod unary;
 
+pub(crate) use alloc::with_capacity;
 pub use alloc::{advise_huge, zeros};
 pub use contract::contract_pair;
 pub use elementwise::{map_binary, map_unary, reduce, MapOp, ReduceOp};

@@ -405,3 +405,29 @@ fn batch_weight_steers_the_exact_search_away_from_batched_products() {
     let info = search(&inputs, &output, &[4; 26], Optimizer::Optimal, &lim).unwrap();
     assert_eq!(info.path.pairs, vec![(0, 1)]);
 }
+
+#[test]
+fn sweep_absorbs_an_mps_site_by_site() {
+    // <ψ|ψ> of a 5-site open MPS, bond 8, physical 2: the sweep holds one intermediate,
+    // alternating ket and bra sites (ket-first would build the 2^5 state vector).
+    let (inputs, output) = eq("ab,ac,bde,cdf,egh,fgi,hjk,ijl,km,lm->");
+    let mut sizes = vec![8u64; 26];
+    for &l in &labels("adgjm") {
+        sizes[l as usize] = 2;
+    }
+    let path = sweep(&inputs, &output, &sizes).expect("valid problem");
+    assert_eq!(path.pairs.len(), inputs.len() - 1);
+    let info = evaluate(&inputs, &output, &sizes, &path).expect("a full path");
+    // Every step after the first reads the previous result (the last operand).
+    for (k, &(i, j)) in path.pairs.iter().enumerate().skip(1) {
+        assert_eq!(j, inputs.len() - 1 - k, "step {k}: {:?}", path.pairs);
+        assert!(i < j);
+    }
+    // Intermediates stay at bond² × physical at most.
+    assert_eq!(info.largest_intermediate, 128.0);
+    // Disconnected inputs are joined last, by outer products.
+    let (inputs, output) = eq("ab,bc,d->acd");
+    let path = sweep(&inputs, &output, &[3; 26]).expect("valid problem");
+    let info = evaluate(&inputs, &output, &[3; 26], &path).expect("a full path");
+    assert_eq!(info.steps[0].operands, [labels("ab"), labels("bc")]);
+}
