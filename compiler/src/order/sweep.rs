@@ -13,10 +13,11 @@
 //! and of the bra in turn. (By result size alone it would follow the ket, whose bonds it
 //! removes, and build the whole state vector.) It misses what a searched tree does at an
 //! MPS's ends, where it contracts a few ket sites together while 2^sites < bond: 1.42x
-//! the tree's flops on a 20-site chain with bond 32. Following the searched tree instead
-//! (sweep the larger child, then absorb the other child's inputs) was tried and cost
-//! 2.1x there: absorbing the far end's ket sites one by one into the boundary grows a
-//! leg per site that the tree's own order (from the chain's end) never holds.
+//! the tree's flops on a 20-site chain with bond 32 (the plan's `note: memory:` line).
+//! Following the searched tree instead (sweep the larger child, then absorb the other
+//! child's inputs) was tried in a version not kept and cost more there: absorbing the
+//! far end's ket sites one by one into the boundary grows a leg per site that the
+//! tree's own order (from the chain's end) never holds.
 
 use super::{Label, OrderError, Path, Problem};
 

@@ -292,8 +292,8 @@ fn in_place_steps_never_hold_more_and_give_the_same_results() {
 /// sides). MPS chains meet it (a sweep path, computed in place). A short chain with a
 /// large bond (9 sites, bond 16) and lattices hold no more in place than not, but their
 /// searched trees meet in the middle, and a sweep would cost more than `SWEEP_FLOPS`
-/// times the flops (2.05x for the 9-site chain: its searched tree contracts the ket's
-/// end sites together while 2^k < bond).
+/// times the flops (on the 9-site chain its searched tree contracts the ket's end sites
+/// together while 2^k < bond, which a sweep cannot).
 #[test]
 fn mps_networks_stay_within_the_largest_intermediate() {
     let mut over = Vec::new();
