@@ -1,9 +1,13 @@
 //! Flops of a sweep path (`order::sweep`: one intermediate absorbing the inputs one at a
 //! time) against the searched tree (compile budget, as plans search) on the paths suite's
-//! MPS and lattice networks: the figures behind `plan::SWEEP_FLOPS`.
+//! MPS and lattice networks, and the plan's own memory choice for each (its `memory:`
+//! note: a rotated tree or a sweep, with its flops against the plan's searched tree):
+//! the figures behind `plan::SWEEP_FLOPS`.
 //! Usage: `cargo run --release --example sweep_cost [SUITE]`
 //! (default `../shared/paths/suite.json`).
 use einc_compiler::order::{evaluate, search, sweep, Budget, Limits, Optimizer};
+use einc_compiler::pipeline::{compile_einsum, CompileConfig};
+use einc_frontend::ein::ast::DType;
 use serde_json::Value;
 
 fn main() {
@@ -68,6 +72,19 @@ fn run(path: &str) -> Result<(), String> {
             tree.flops,
             swept.flops,
             swept.flops / tree.flops
+        );
+        let shapes: Vec<Vec<usize>> = inputs
+            .iter()
+            .map(|t| t.iter().map(|&l| sizes[l as usize] as usize).collect())
+            .collect();
+        let dtypes = vec![DType::F32; shapes.len()];
+        let plan = compile_einsum(eq, &shapes, &dtypes, &CompileConfig::default())
+            .map_err(|e| format!("{name}: {e}"))?
+            .plan;
+        let note = plan.notes.iter().find(|n| n.starts_with("memory:"));
+        println!(
+            "  plan: {}",
+            note.map_or("the searched tree", |n| n.as_str())
         );
     }
     Ok(())

@@ -884,5 +884,6 @@ impl Plan {
 mod constants;
 mod fuse;
 mod memory;
+mod rotate;
 #[cfg(test)]
 mod tests;

@@ -432,7 +432,7 @@ fn run_plan<'a>(
                                 stats.workspace_bytes = stats.workspace_bytes.max(held.workspace);
                                 // Keep only the room later steps of the chain grow into.
                                 let keep = in_place.capacity[k];
-                                let (c, extra) = inplace::fit(c, keep);
+                                let (c, extra) = inplace::fit(c, keep, false);
                                 spare[k] = extra;
                                 spare[a] = 0;
                                 transient = held.grown_from;
@@ -474,7 +474,12 @@ fn run_plan<'a>(
                     let r = kernels::with_capacity(elems, room, || {
                         with_dtype(s.dtype, &[a.view()], unary_step(semi, labels(arg), out_idx))
                     });
-                    Slot::Owned(Arc::new(with_room(r, room > elems, &mut spare[k])))
+                    Slot::Owned(Arc::new(with_room(
+                        r,
+                        room > elems,
+                        in_place.release,
+                        &mut spare[k],
+                    )))
                 }
                 Op::Contract { lhs, rhs } => {
                     let (a, b) = (get(lhs)?, get(rhs)?);
@@ -485,7 +490,12 @@ fn run_plan<'a>(
                             contract_step(semi, labels(lhs), labels(rhs), out_idx),
                         )
                     });
-                    Slot::Owned(Arc::new(with_room(r, room > elems, &mut spare[k])))
+                    Slot::Owned(Arc::new(with_room(
+                        r,
+                        room > elems,
+                        in_place.release,
+                        &mut spare[k],
+                    )))
                 }
                 Op::Elementwise { op, args: vs } => {
                     let slots = vs.iter().map(get).collect::<Result<Vec<_>, _>>()?;
@@ -643,7 +653,7 @@ fn run_plan<'a>(
                 let a = Arc::try_unwrap(a).unwrap_or_else(|shared| (*shared).clone());
                 // A buffer an in-place step shrank keeps its old capacity until here.
                 let a = if stats.in_place_steps > 0 {
-                    inplace::fit(a, 0).0
+                    inplace::fit(a, 0, false).0
                 } else {
                     a
                 };
@@ -660,13 +670,14 @@ fn run_plan<'a>(
     Ok((outs, stats, Vec::new()))
 }
 
-/// `r`, and (when a later step grows it in place) the capacity its buffer got beyond its
-/// elements, in bytes, stored in `spare`.
-fn with_room(r: TensorData, asked: bool, spare: &mut usize) -> TensorData {
+/// `r`, and (when a later step grows it in place) the bytes its buffer's capacity beyond
+/// its elements costs, stored in `spare`; `release`: that room goes back to the system
+/// until the chain grows into it (`inplace::fit`).
+fn with_room(r: TensorData, asked: bool, release: bool, spare: &mut usize) -> TensorData {
     if !asked {
         return r;
     }
-    let (r, extra) = inplace::fit(r, usize::MAX);
+    let (r, extra) = inplace::fit(r, usize::MAX, release);
     *spare = extra;
     r
 }

@@ -64,6 +64,11 @@ pub(crate) struct InPlace {
 pub(crate) struct Choice {
     pub steps: Vec<Option<InPlace>>,
     pub capacity: Vec<usize>,
+    /// Whether a fresh result's room goes back to the system until its chain grows into
+    /// it ([`fit`]). Only where that brings the run within its bound: the chain then
+    /// faults those pages in again one at a time (on the paths suite's 5x5 lattice with
+    /// bond 8, 0.43 ms of 2.66 for its 1 MiB boundary).
+    pub release: bool,
 }
 
 /// `EINC_NO_IN_PLACE=1` turns in-place steps off in every run (for A/B timings of one
@@ -158,6 +163,7 @@ pub(crate) fn choose(plan: &Plan, last_use: &[usize]) -> Choice {
     let mut choice = Choice {
         steps: vec![None; n],
         capacity: vec![0; n],
+        release: false,
     };
     // Buffer capacity (elements) of each live value, as far as known going forwards.
     let mut cap = vec![0usize; n];
@@ -239,7 +245,13 @@ pub(crate) fn choose(plan: &Plan, last_use: &[usize]) -> Choice {
     let none = peak(plan, last_use, &Choice::default(), &bytes);
     let with_room = peak(plan, last_use, &choice, &bytes);
     let without = peak(plan, last_use, &no_room, &bytes);
-    if with_room.min(without) >= none {
+    let released = Choice {
+        release: true,
+        ..choice.clone()
+    };
+    if with_room.min(without) > bound && peak(plan, last_use, &released, &bytes) <= bound {
+        released
+    } else if with_room.min(without) >= none {
         Choice::default()
     } else if with_room <= without {
         choice
@@ -249,26 +261,37 @@ pub(crate) fn choose(plan: &Plan, last_use: &[usize]) -> Choice {
 }
 
 /// The most bytes of computed values a run holds with `choice` (as the executor counts
-/// them: a step's result with every value alive, buffers by their capacity).
+/// them: a step's result with every value alive, buffers by their capacity where spare
+/// capacity cannot be given back to the system).
 fn peak(plan: &Plan, last_use: &[usize], choice: &Choice, bytes: &dyn Fn(usize) -> usize) -> usize {
     let n = plan.steps.len();
-    // Bytes of each live value's buffer (its capacity).
+    // Bytes each live value's buffer costs.
     let mut live = vec![0usize; n];
     let mut most = 0;
+    // Capacity of each value's buffer, in bytes.
+    let mut room = vec![0usize; n];
     for (k, s) in plan.steps.iter().enumerate() {
         let size = dtype_size(s.dtype);
-        let own = bytes(k).max(choice.capacity.get(k).copied().unwrap_or(0) * size);
+        room[k] = bytes(k).max(choice.capacity.get(k).copied().unwrap_or(0) * size);
+        // Spare capacity costs memory unless it is a fresh result's room given back
+        // (`fit`).
+        let fresh = choice.steps.get(k).copied().flatten().is_none();
+        let own = if choice.release && fresh && !kernels::room_costs(room[k] - bytes(k)) {
+            bytes(k)
+        } else {
+            room[k]
+        };
         let total: usize = live.iter().sum();
         let during = match (choice.steps.get(k).copied().flatten(), &s.op) {
             (Some(how), Op::Contract { lhs, rhs }) => {
                 let a = if how.operand == 0 { lhs } else { rhs }.0 as usize;
                 let have = live[a];
                 live[a] = 0;
-                // A buffer without room grows by reallocation, which may copy.
-                if bytes(k) > have {
+                if bytes(k) > room[a] {
+                    // A buffer without room grows by reallocation, which may copy.
                     total + bytes(k)
                 } else {
-                    total
+                    total - have + have.max(own)
                 }
             }
             _ => total + own,
@@ -346,10 +369,19 @@ fn rebuild<T: Scalar>(v: Vec<T>, off: Option<usize>, shape: &[usize]) -> ArrayD<
 }
 
 /// `t` with its buffer's capacity beyond `keep` elements (and beyond its own) given
-/// back, and the capacity it keeps beyond its elements, in bytes. Shrinking a block in
-/// place, the allocator does not copy it; `usize::MAX` keeps it all.
-pub(crate) fn fit(t: TensorData, keep: usize) -> (TensorData, usize) {
-    fn go<T: Scalar>(a: ArrayD<T>, keep: usize) -> (ArrayD<T>, usize) {
+/// back, and the bytes of memory that the capacity it keeps beyond its elements still
+/// costs. Shrinking a block in place, the allocator does not copy it; `usize::MAX`
+/// keeps it all.
+///
+/// `fresh`: nothing was ever written beyond the elements (a kernel's new result with
+/// room for a chain to grow into), and the run gives such room back ([`Choice`]): the
+/// kept room's whole pages go back to the system until a step writes them
+/// ([`kernels::release`]). The room of a buffer that a chain
+/// shrank is kept as it is and counts: that chain grows into it again, and pages given
+/// back would fault in again one at a time (on the paths suite's periodic MPS, whose
+/// chain grows and shrinks at every site, that made the run 1.16x slower).
+pub(crate) fn fit(t: TensorData, keep: usize, fresh: bool) -> (TensorData, usize) {
+    fn go<T: Scalar>(a: ArrayD<T>, keep: usize, fresh: bool) -> (ArrayD<T>, usize) {
         if !a.is_standard_layout() {
             return (a, 0);
         }
@@ -358,14 +390,20 @@ pub(crate) fn fit(t: TensorData, keep: usize) -> (TensorData, usize) {
         if v.capacity() > v.len().max(keep) {
             v.shrink_to(keep);
         }
-        let extra = (v.capacity() - v.len()) * std::mem::size_of::<T>();
-        (rebuild(v, off, &shape), extra)
+        let size = std::mem::size_of::<T>();
+        let room = (v.capacity() - v.len()) * size;
+        let given = if fresh {
+            kernels::release(v.spare_capacity_mut().as_mut_ptr().cast(), room)
+        } else {
+            0
+        };
+        (rebuild(v, off, &shape), room - given)
     }
     macro_rules! each {
         ($($v:ident),*) => {
             match t {
                 $(TensorData::$v(a) => {
-                    let (a, x) = go(a, keep);
+                    let (a, x) = go(a, keep, fresh);
                     (TensorData::$v(a), x)
                 })*
             }

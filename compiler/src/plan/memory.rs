@@ -1,15 +1,21 @@
 //! Memory-aware choices of the planner: the evaluation order of a tree, its peak with
-//! steps computed in place, a sweep path instead of a tree whose branches meet, and the
-//! layout that lets a step overwrite the operand it consumes.
+//! steps computed in place, a rotated tree or a sweep path instead of a tree whose
+//! branches meet, and the layout that lets a step overwrite the operand it consumes.
 
+use super::rotate::rotate;
 use super::{order, Builder};
 use crate::ir::IndexId;
 
 impl Builder<'_> {
-    /// `info`, or a sweep path ([`order::sweep`]) when `info`'s tree would hold more
-    /// than its largest intermediate plus `slack` (the statement's result) even with every
-    /// step computed in place, and the sweep holds less for at most
-    /// [`SWEEP_FLOPS`] times the flops. See [`in_place_peak`].
+    /// `info`, or a path that holds less, when `info`'s tree would hold more than its
+    /// largest intermediate plus `slack` (the statement's result) even with every step
+    /// computed in place ([`in_place_peak`]). The candidates, each at most
+    /// [`SWEEP_FLOPS`] times the flops: the tree after rotations that let a boundary
+    /// absorb its sibling's pieces one at a time ([`rotate`]), and a sweep path
+    /// ([`order::sweep`]). The cheaper one that fits the bound is taken; one that does not
+    /// is not (on the periodic MPS of the paths suite, rotations lower the peak by a
+    /// quarter for 1.001x the flops but ran 1.36x slower, 4.35 against 3.21 ms:
+    /// `benches/ab.sh`, 2026-12-07).
     pub(super) fn within_largest(
         &mut self,
         info: order::PathInfo,
@@ -23,59 +29,117 @@ impl Builder<'_> {
         if n < 3 || peak <= info.largest_intermediate + slack {
             return info;
         }
-        let Ok(sweep) = order::sweep(inputs, output, sizes)
+        let max_flops = SWEEP_FLOPS * info.flops;
+        // Candidates beside the searched tree: its rotations, and a sweep.
+        let mut best: Option<(order::PathInfo, f64, &str)> = None;
+        let rotated = rotate(&info, inputs, output, sizes, slack, max_flops);
+        let swept = order::sweep(inputs, output, sizes)
             .and_then(|p| order::evaluate(inputs, output, sizes, &p))
-        else {
+            .ok()
+            .filter(|s| s.flops <= max_flops);
+        for (cand, what) in [
+            (rotated, "rotating the searched tree"),
+            (swept, "a sweep path"),
+        ] {
+            let Some(cand) = cand else { continue };
+            let p = in_place_peak(&cand, n);
+            // Only a path that fits: one that merely holds less costs more time than its
+            // flops say (its in-place steps copy blocks), for a bound it still misses.
+            if p >= peak || p > cand.largest_intermediate + slack {
+                continue;
+            }
+            if best.as_ref().is_none_or(|(b, _, _)| cand.flops < b.flops) {
+                best = Some((cand, p, what));
+            }
+        }
+        let Some((cand, p, what)) = best else {
             return info;
         };
-        let sweep_peak = in_place_peak(&sweep, n);
-        if sweep.flops <= SWEEP_FLOPS * info.flops && sweep_peak < peak {
-            self.notes.push(format!(
-                "memory: a sweep path ({:.2}x the flops) holds {} elements at most, against {} \
-                 for the searched tree",
-                sweep.flops / info.flops.max(1.0),
-                crate::dump::fmt_num(sweep_peak),
-                crate::dump::fmt_num(peak)
-            ));
-            return order::PathInfo {
-                optimizer: info.optimizer,
-                notes: info.notes,
-                trials: info.trials,
-                ..sweep
-            };
+        self.notes.push(format!(
+            "memory: {what} ({:.2}x the flops) holds {} elements at most, against {} for \
+             the searched tree",
+            cand.flops / info.flops.max(1.0),
+            crate::dump::fmt_num(p),
+            crate::dump::fmt_num(peak)
+        ));
+        order::PathInfo {
+            optimizer: info.optimizer,
+            notes: info.notes,
+            trials: info.trials,
+            ..cand
         }
-        info
     }
 }
 
-/// How many times the searched tree's flops a sweep path may cost to be taken for its
-/// memory. Along an MPS the sweep (one zipper) costs more than the searched tree (two
-/// zippers meeting in the middle, which contract a few end sites of the ket and of the
-/// bra on their own while 2^sites < bond): 1.42x on the CPU suite's 20-site chain with
-/// bond 32 (its plan's `note: memory:` line), 1.01-1.10x on the paths suite's open
-/// chains. The paths suite's lattices keep their searched trees: a sweep costs 2.22x
-/// (5x5, bond 8), 2.47x (10x10, bond 4) and 3.14x (10x10, bond 2), the periodic MPS far
-/// more (`cargo run --release --example sweep_cost`).
+/// How many times the searched tree's flops a rotated tree or a sweep path may cost to
+/// be taken for its memory. Along an MPS the sweep (one zipper) costs more than the
+/// searched tree (two zippers meeting in the middle, which contract a few end sites of
+/// the ket and of the bra on their own while 2^sites < bond): 1.42x on the CPU suite's
+/// 20-site chain with bond 32 (its plan's `note: memory:` line), 1.01-1.10x on the paths
+/// suite's open chains. On the paths suite's lattices a sweep costs 2.22x (5x5, bond 8),
+/// 2.47x (10x10, bond 4) and 3.14x (10x10, bond 2), where rotations fit the bound for
+/// 1.06x and 1.04x (not the bond-2 lattice, whose two halves' boundaries are each its
+/// largest intermediate); on the periodic MPS they lower the peak by a quarter for
+/// 1.00x (`cargo run --release --example sweep_cost`).
 pub const SWEEP_FLOPS: f64 = 1.5;
 
 /// The most result elements `info`'s tree holds at once when each node runs first the
 /// child that needs more (as [`low_memory_order`] does) and every step that reads an
 /// intermediate overwrites the larger one it reads (the runtime's in-place steps, where
-/// the layouts allow). A buffer that such a chain of steps grows is allocated at the
-/// chain's start with room for the largest size it reaches (as the runtime does), and
-/// counts with that room while it waits. Inputs count nothing: they are borrowed.
-fn in_place_peak(info: &order::PathInfo, n: usize) -> f64 {
-    let Ok(ssa) = order::linear_to_ssa(n, &info.path) else {
-        return f64::INFINITY;
-    };
+/// the layouts allow), with room for a growing chain as [`subtree_peaks`] counts it.
+/// Inputs count nothing: they are borrowed.
+pub(super) fn in_place_peak(info: &order::PathInfo, n: usize) -> f64 {
+    sethi_ullman(info, n).map_or(f64::INFINITY, |su| su.peak.last().copied().unwrap_or(0.0))
+}
+
+/// The Sethi–Ullman evaluation of a tree: each subtree's peak, and at each step whether
+/// its second operand's subtree runs first.
+struct SethiUllman {
+    ssa: Vec<(usize, usize)>,
+    /// Elements held at most while each SSA id is computed (0 for the inputs).
+    peak: Vec<f64>,
+    /// Per step: whether operand `b`'s subtree runs before operand `a`'s.
+    first_b: Vec<bool>,
+}
+
+/// The executor frees a value after its last reader, so while one subtree runs the
+/// other's result waits; at each node the child that needs more beyond its own result
+/// runs first (Sethi and Ullman's rule, exact for trees). Ties keep the search's order.
+fn sethi_ullman(info: &order::PathInfo, n: usize) -> Option<SethiUllman> {
+    let ssa = order::linear_to_ssa(n, &info.path).ok()?;
     if info.steps.len() != ssa.len() {
-        return f64::INFINITY;
+        return None;
     }
-    let total = n + ssa.len();
-    let mut size = vec![0.0f64; total];
-    for (k, st) in info.steps.iter().enumerate() {
-        size[n + k] = st.size;
-    }
+    let mut children = vec![(0, 0); n];
+    children.extend(ssa.iter().copied());
+    let mut size = vec![0.0f64; n];
+    size.extend(info.steps.iter().map(|s| s.size));
+    let order: Vec<usize> = (n..children.len()).collect();
+    let (peak, first) = subtree_peaks(&children, &size, &order, n);
+    let first_b = first[n..].to_vec();
+    Some(SethiUllman { ssa, peak, first_b })
+}
+
+/// Spare capacity of at least this many elements costs no memory: the runtime gives its
+/// whole pages back to the system until a step writes them (`inplace::fit`). Smaller
+/// room, and the partial pages at its ends, stay: a room of 16384 f32 elements (64 KiB)
+/// keeps at most two partial pages, an eighth of it.
+const FREE_ROOM: f64 = 16384.0;
+
+/// [`sethi_ullman`]'s peaks on a tree given by the `children` of each node (entries of
+/// the inputs, ids below `n`, unused), the `size` of each node's result (0 for the
+/// inputs) and its nodes in an `order` where children come first: the peak of each
+/// node's subtree, and per node whether its second child runs first.
+///
+/// A step that reads an intermediate overwrites the larger one it reads, and a buffer
+/// that such a chain of steps grows is allocated at the chain's start with room for the
+/// largest size the chain reaches; room below [`FREE_ROOM`] counts while it waits.
+pub(super) fn subtree_peaks(
+    children: &[(usize, usize)],
+    size: &[f64],
+    order: &[usize],
+    n: usize,
+) -> (Vec<f64>, Vec<bool>) {
     // The child each step overwrites: its larger computed operand.
     let consumed = |a: usize, b: usize| -> Option<usize> {
         match (a >= n, b >= n) {
@@ -86,49 +150,45 @@ fn in_place_peak(info: &order::PathInfo, n: usize) -> f64 {
         }
     };
     // Room of each buffer: the largest size along the chain that overwrites it.
-    let mut room = size.clone();
-    for k in (0..ssa.len()).rev() {
-        let (a, b) = ssa[k];
+    let mut room = size.to_vec();
+    for &id in order.iter().rev() {
+        let (a, b) = children[id];
         if let Some(ch) = consumed(a, b) {
-            room[ch] = room[ch].max(room[n + k]);
+            room[ch] = room[ch].max(room[id]);
         }
     }
-    let mut peak = vec![0.0f64; total];
-    for (k, &(a, b)) in ssa.iter().enumerate() {
-        let id = n + k;
-        let step = match consumed(a, b) {
-            Some(ch) => room[ch] + if ch == a { room[b] } else { room[a] },
-            None => room[id],
+    // What each buffer holds while it waits, and while its own step writes it.
+    let held: Vec<f64> = size
+        .iter()
+        .zip(&room)
+        .map(|(&s, &r)| if r - s >= FREE_ROOM { s } else { r })
+        .collect();
+    let mut peak = vec![0.0f64; children.len()];
+    let mut first_b = vec![false; children.len()];
+    for &id in order {
+        let (a, b) = children[id];
+        let all = match consumed(a, b) {
+            Some(ch) => {
+                let other = if ch == a { b } else { a };
+                held[ch].max(size[id]) + if other >= n { held[other] } else { 0.0 }
+            }
+            None => held[id],
         };
         let (ha, hb) = (
-            room[a] * f64::from(u8::from(a >= n)),
-            room[b] * f64::from(u8::from(b >= n)),
+            if a >= n { held[a] } else { 0.0 },
+            if b >= n { held[b] } else { 0.0 },
         );
-        let a_first = peak[a].max(ha + peak[b]);
-        let b_first = peak[b].max(hb + peak[a]);
-        peak[id] = a_first.min(b_first).max(step);
+        let a_first = peak[a].max(ha + peak[b]).max(all);
+        let b_first = peak[b].max(hb + peak[a]).max(all);
+        first_b[id] = b_first < a_first;
+        peak[id] = a_first.min(b_first);
     }
-    peak.last().copied().unwrap_or(0.0)
-}
-
-/// Elements a step holds while it runs, with operands of `a` and `b` elements (0 for an
-/// input) and a result of `c`: the runtime computes it in the buffer of the larger
-/// operand when that is an intermediate (`inplace.rs`, where the layouts allow).
-fn step_peak(a: f64, b: f64, c: f64) -> f64 {
-    if a.max(b) > 0.0 {
-        a.min(b) + a.max(b).max(c)
-    } else {
-        c
-    }
+    (peak, first_b)
 }
 
 /// The search's contraction tree in the evaluation order that holds the fewest result
-/// elements alive at once, with each step's flops in that order ([`step_peak`]: steps
-/// computed in place). The executor frees a value after its last reader, so while one
-/// subtree runs the other's result waits; at each node the child that needs more beyond
-/// its own result runs first (Sethi and Ullman's rule, exact for trees). Inputs count
-/// nothing: they are borrowed. Ties keep the search's order, and the tree and its flops
-/// are unchanged.
+/// elements alive at once ([`sethi_ullman`], steps computed in place), with each step's
+/// flops in that order. The tree and its flops are unchanged.
 pub(super) fn low_memory_order(
     info: &order::PathInfo,
     n_inputs: usize,
@@ -137,26 +197,13 @@ pub(super) fn low_memory_order(
         let flops = info.steps.iter().map(|s| s.flops).collect();
         (info.path.pairs.clone(), flops)
     };
-    let Ok(ssa) = order::linear_to_ssa(n_inputs, &info.path) else {
+    if info.steps.len() < 3 {
+        return unchanged();
+    }
+    let Some(SethiUllman { ssa, first_b, .. }) = sethi_ullman(info, n_inputs) else {
         return unchanged();
     };
-    if ssa.len() < 3 || info.steps.len() != ssa.len() {
-        return unchanged();
-    }
-    // Per SSA id: its result size and the most elements alive while it is computed.
     let total = n_inputs + ssa.len();
-    let mut size = vec![0.0f64; total];
-    let mut peak = vec![0.0f64; total];
-    let mut first_b = vec![false; ssa.len()];
-    for (k, &(a, b)) in ssa.iter().enumerate() {
-        let id = n_inputs + k;
-        size[id] = info.steps[k].size;
-        let all = step_peak(size[a], size[b], size[id]);
-        let a_first = peak[a].max(size[a] + peak[b]).max(all);
-        let b_first = peak[b].max(size[b] + peak[a]).max(all);
-        first_b[k] = b_first < a_first;
-        peak[id] = a_first.min(b_first);
-    }
     // Post-order from the root, children in the chosen order, without recursion.
     let mut order: Vec<usize> = Vec::with_capacity(ssa.len());
     let mut stack = vec![(n_inputs + ssa.len() - 1, false)];

@@ -75,6 +75,64 @@ pub fn advise_huge(ptr: *mut u8, bytes: usize) {
     let _ = (ptr, bytes);
 }
 
+/// Whether [`release`] gives pages back to the system on this target. Where it does, a
+/// buffer's spare capacity of at least [`RELEASE_MIN`] bytes costs no memory until it is
+/// written, and the executor counts such buffers by their elements; elsewhere, and for
+/// smaller room, it counts them by their capacity ([`room_costs`]).
+pub(crate) const RELEASES_ROOM: bool = cfg!(target_os = "linux");
+
+/// Room smaller than this is not given back: it saves little, and writing it again
+/// faults its pages back in one at a time, about 2 µs a page on the benchmark VM (0.43
+/// ms for the 896 KiB that the paths suite's 5x5 lattice's boundary grows into).
+/// Giving back every shrinking step's tail, however small, made its 100-site MPS chain
+/// with bond 64 run 1.27x slower (4.05 against 5.15 ms, `benches/ab.sh`, 2026-12-07).
+pub(crate) const RELEASE_MIN: usize = 64 << 10;
+
+/// Whether spare capacity of `bytes` costs memory: it does unless [`release`] gives it
+/// back.
+pub(crate) fn room_costs(bytes: usize) -> bool {
+    !RELEASES_ROOM || bytes < RELEASE_MIN
+}
+
+/// Gives back to the system the whole pages of `[ptr, ptr + bytes)`, a part of a buffer
+/// that holds nothing the program will read before writing it (the spare capacity of a
+/// vector). They read as zeros if touched again, and cost no memory until then. Returns
+/// the bytes given back (0 where [`RELEASES_ROOM`] is false, for less than
+/// [`RELEASE_MIN`] bytes, or when the range holds no whole page).
+pub(crate) fn release(ptr: *mut u8, bytes: usize) -> usize {
+    if !room_costs(bytes) {
+        return release_pages(ptr, bytes);
+    }
+    0
+}
+
+fn release_pages(ptr: *mut u8, bytes: usize) -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = (ptr as usize).next_multiple_of(PAGE);
+        let end = (ptr as usize + bytes) & !(PAGE - 1);
+        if end > start {
+            // SAFETY: `[start, end)` is page-aligned and lies inside a block this process
+            // allocated and the caller owns, in a part nobody reads before writing it.
+            // MADV_DONTNEED on private anonymous memory (what the allocator hands out)
+            // only drops the pages' contents: the next touch maps a zero page.
+            let r = unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
+            };
+            if r == 0 {
+                return end - start;
+            }
+        }
+        0
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (ptr, bytes);
+        0
+    }
+}
+
 /// A zero-filled array of `shape` in standard layout.
 pub fn zeros<T: Scalar>(shape: &[usize]) -> ArrayD<T> {
     let n: usize = shape.iter().product();
@@ -163,5 +221,35 @@ mod tests {
             };
             assert!(u.iter().enumerate().all(|(i, &x)| x == i as f64));
         }
+    }
+
+    /// Released room is really given back (no page of it resident), the elements before
+    /// it are untouched, and writing the room again works.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn released_room_is_not_resident() {
+        const PAGE: usize = 4096;
+        let n = 1 << 20;
+        let mut v: Vec<f32> = Vec::with_capacity(4 * n);
+        v.resize(4 * n, 1.0);
+        v.truncate(n);
+        let room = v.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+        let bytes = (v.capacity() - v.len()) * 4;
+        let given = release(room, bytes);
+        const { assert!(RELEASES_ROOM) };
+        assert!(
+            given + 2 * PAGE > bytes,
+            "{given} of {bytes} bytes given back"
+        );
+        let start = (room as usize).next_multiple_of(PAGE);
+        let mut resident = vec![0u8; given / PAGE];
+        // SAFETY: mincore only reports on pages of this process's own allocation.
+        let r = unsafe { libc::mincore(start as *mut libc::c_void, given, resident.as_mut_ptr()) };
+        assert_eq!(r, 0);
+        let still = resident.iter().filter(|&&b| b & 1 != 0).count();
+        assert_eq!(still, 0, "{still} of {} pages resident", resident.len());
+        assert!(v.iter().all(|&x| x == 1.0));
+        v.resize(4 * n, 2.0);
+        assert!(v[n..].iter().all(|&x| x == 2.0));
     }
 }

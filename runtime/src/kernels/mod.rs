@@ -22,8 +22,8 @@ pub mod scalar;
 pub(crate) mod simd;
 pub mod unary;
 
-pub(crate) use alloc::with_capacity;
 pub use alloc::{advise_huge, zeros};
+pub(crate) use alloc::{release, room_costs, with_capacity};
 pub use contract::contract_pair;
 pub use elementwise::{map_binary, map_unary, reduce, MapOp, ReduceOp};
 pub use scalar::{GemmCall, Scalar};
