@@ -40,7 +40,7 @@ pub(crate) mod rng;
 mod slicing;
 mod ssa;
 mod sweep;
-mod tree;
+pub(crate) mod tree;
 
 #[cfg(test)]
 mod tests;

@@ -241,7 +241,7 @@ impl Tree {
         path
     }
 
-    fn set(&mut self, ctx: &Ctx, x: usize, a: usize, b: usize) {
+    pub(crate) fn set(&mut self, ctx: &Ctx, x: usize, a: usize, b: usize) {
         let mut legs = std::mem::take(&mut self.legs[x]);
         let (flops, size) = ctx.merge(&self.legs[a], &self.legs[b], &mut legs);
         self.legs[x] = legs;

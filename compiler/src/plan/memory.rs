@@ -79,8 +79,9 @@ impl Builder<'_> {
 /// suite's open chains. On the paths suite's lattices a sweep costs 2.22x (5x5, bond 8),
 /// 2.47x (10x10, bond 4) and 3.14x (10x10, bond 2), where rotations fit the bound for
 /// 1.06x and 1.04x (not the bond-2 lattice, whose two halves' boundaries are each its
-/// largest intermediate); on the periodic MPS they lower the peak by a quarter for
-/// 1.00x (`cargo run --release --example sweep_cost`).
+/// largest intermediate); on the periodic MPS they lowered the modelled peak from 262144
+/// to 196608 elements for 1.001x (a debug print, since removed) but do not fit, so they
+/// are not taken (`cargo run --release --example sweep_cost` prints each plan's choice).
 pub const SWEEP_FLOPS: f64 = 1.5;
 
 /// The most result elements `info`'s tree holds at once when each node runs first the
@@ -120,10 +121,11 @@ fn sethi_ullman(info: &order::PathInfo, n: usize) -> Option<SethiUllman> {
     Some(SethiUllman { ssa, peak, first_b })
 }
 
-/// Spare capacity of at least this many elements costs no memory: the runtime gives its
-/// whole pages back to the system until a step writes them (`inplace::fit`). Smaller
-/// room, and the partial pages at its ends, stay: a room of 16384 f32 elements (64 KiB)
-/// keeps at most two partial pages, an eighth of it.
+/// Spare capacity of at least this many elements costs no memory: where a run needs it to
+/// stay within its bound, the runtime gives a fresh result's room back to the system
+/// until a step writes it (`inplace::fit`, from 64 KiB up). Smaller room, and the
+/// partial pages at its ends, stay: a room of 16384 f32 elements (64 KiB) keeps at most
+/// two partial pages, an eighth of it.
 const FREE_ROOM: f64 = 16384.0;
 
 /// [`sethi_ullman`]'s peaks on a tree given by the `children` of each node (entries of

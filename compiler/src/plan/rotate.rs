@@ -18,92 +18,56 @@
 //! cheapest first, never back to a tree already seen). The search stops when the peak
 //! fits, when no rotation is left within the flops budget, or after [`MAX_ROUNDS`], and
 //! returns the tree with the least excess. Each candidate costs one pass over the tree:
-//! a rotation changes the labels of one node only.
+//! a rotation changes the labels of one node only (`order::tree`'s `Tree::set`).
 
 use super::memory::subtree_peaks;
-use crate::order::{self, PathInfo};
+use crate::order::tree::{Ctx, Tree};
+use crate::order::{self, PathInfo, Problem};
 use std::collections::HashSet;
 
 /// Rounds of the local search: each applies one rotation. A lattice needs one per row
 /// it rotates; the bound keeps a pathological network from searching for long.
 const MAX_ROUNDS: usize = 64;
 
-/// A contraction tree with each node's result labels, size and step flops, which a
-/// rotation updates in place of re-evaluating the whole path.
-struct Tree<'s> {
-    n: usize,
-    root: usize,
-    sizes: &'s [u64],
-    children: Vec<(usize, usize)>,
-    labels: Vec<Vec<u32>>,
-    size: Vec<f64>,
-    flops: Vec<f64>,
+/// The nodes of `t` in post-order (children first), with each node's children (the
+/// entries of the inputs unused), as [`subtree_peaks`] takes them.
+fn post_order(t: &Tree) -> (Vec<usize>, Vec<(usize, usize)>) {
+    let n = t.n;
+    let mut children = vec![(0, 0); n];
+    children.extend(t.kids.iter().map(|&(a, b)| (a as usize, b as usize)));
+    let mut order = Vec::with_capacity(t.kids.len());
+    let mut stack = vec![(t.root, false)];
+    while let Some((node, expanded)) = stack.pop() {
+        if node < n {
+            continue;
+        }
+        if expanded {
+            order.push(node);
+            continue;
+        }
+        let (a, b) = children[node];
+        stack.push((node, true));
+        stack.push((b, false));
+        stack.push((a, false));
+    }
+    (order, children)
 }
 
-impl Tree<'_> {
-    fn elements(&self, ls: &[u32]) -> f64 {
-        ls.iter().map(|&l| self.sizes[l as usize] as f64).product()
-    }
+/// The peak of each subtree of `t` (inputs hold nothing: they are borrowed), and the
+/// nodes in post-order.
+fn peaks(t: &Tree) -> (Vec<usize>, Vec<f64>) {
+    let (order, children) = post_order(t);
+    let (peaks, _) = subtree_peaks(&children, &t.size, &order, t.n);
+    (order, peaks)
+}
 
-    /// Result labels and flops (`order::evaluate`'s convention) of contracting `x` and
-    /// `y` into a value that keeps only the labels of `keep`.
-    fn step(&self, x: usize, y: usize, keep: &[&[u32]]) -> (Vec<u32>, f64) {
-        let mut union = self.labels[x].clone();
-        union.extend(
-            self.labels[y]
-                .iter()
-                .filter(|l| !self.labels[x].contains(l)),
-        );
-        let kept: Vec<u32> = union
-            .iter()
-            .copied()
-            .filter(|l| keep.iter().any(|k| k.contains(l)))
-            .collect();
-        let cost = self.elements(&union);
-        let flops = if kept.len() < union.len() {
-            2.0 * cost
-        } else {
-            cost
-        };
-        (kept, flops)
-    }
-
-    /// The nodes in post-order (children first).
-    fn post_order(&self) -> Vec<usize> {
-        let mut order = Vec::with_capacity(self.children.len() - self.n);
-        let mut stack = vec![(self.root, false)];
-        while let Some((node, expanded)) = stack.pop() {
-            if node < self.n {
-                continue;
-            }
-            if expanded {
-                order.push(node);
-                continue;
-            }
-            let (a, b) = self.children[node];
-            stack.push((node, true));
-            stack.push((b, false));
-            stack.push((a, false));
-        }
-        order
-    }
-
-    /// The peak and the excess (how far each subtree's peak exceeds `bound`, summed over
-    /// the subtrees). A rotation that fixes one of several branches that exceed the bound
-    /// leaves the peak as it was but lowers the excess, so the search can fix them one at
-    /// a time.
-    fn profile(&self, bound: f64) -> (f64, f64) {
-        let (order, peaks) = self.peaks();
-        let excess = order.iter().map(|&id| (peaks[id] - bound).max(0.0)).sum();
-        (peaks[self.root], excess)
-    }
-
-    /// The nodes in post-order, and the peak of each one's subtree.
-    fn peaks(&self) -> (Vec<usize>, Vec<f64>) {
-        let order = self.post_order();
-        let (peaks, _) = subtree_peaks(&self.children, &self.size, &order, self.n);
-        (order, peaks)
-    }
+/// The peak and the excess (how far each subtree's peak exceeds `bound`, summed over the
+/// subtrees). A rotation that fixes one of several branches that exceed the bound leaves
+/// the peak as it was but lowers the excess, so the search can fix them one at a time.
+fn profile(t: &Tree, bound: f64) -> (f64, f64) {
+    let (order, peaks) = peaks(t);
+    let excess = order.iter().map(|&id| (peaks[id] - bound).max(0.0)).sum();
+    (peaks[t.root], excess)
 }
 
 /// `info`'s tree after rotations that lower its peak (elements held at once with steps
@@ -120,76 +84,52 @@ pub(super) fn rotate(
 ) -> Option<PathInfo> {
     let n = inputs.len();
     let ssa = order::linear_to_ssa(n, &info.path).ok()?;
-    if n < 3 || ssa.len() + 1 != n || info.steps.len() != ssa.len() {
+    if n < 3 || ssa.len() + 1 != n {
         return None;
     }
-    let mut t = Tree {
-        n,
-        root: n + ssa.len() - 1,
-        sizes,
-        children: vec![(0, 0); n],
-        labels: inputs.to_vec(),
-        size: vec![0.0; n],
-        flops: vec![0.0; n],
-    };
-    t.children.extend(ssa.iter().copied());
-    for st in &info.steps {
-        t.labels.push(st.result.clone());
-        t.size.push(st.size);
-        t.flops.push(st.flops);
-    }
+    let ctx = Ctx::new(&Problem::new(inputs, output, sizes).ok()?);
+    let mut t = Tree::from_ssa(&ctx, &ssa);
     let largest = info.largest_intermediate;
     let bound = largest + slack;
-    let mut flops = info.flops;
-    let (mut peak, mut excess) = t.profile(bound);
+    let mut flops = t.total_flops();
+    let (mut peak, mut excess) = profile(&t, bound);
     // The tree with the least excess so far, and its excess.
-    let (mut best_tree, mut best_excess): (Option<Vec<(usize, usize)>>, f64) = (None, excess);
-    let mut seen: HashSet<Vec<(usize, usize)>> = HashSet::new();
-    seen.insert(t.children.clone());
+    let (mut best_tree, mut best_excess): (Option<Vec<(u32, u32)>>, f64) = (None, excess);
+    let mut seen: HashSet<Vec<(u32, u32)>> = HashSet::new();
+    seen.insert(t.kids.clone());
     for _ in 0..MAX_ROUNDS {
         if peak <= bound {
             break;
         }
         // Key (a rotation that lowers the excess beats one that keeps it; then excess
         // removed per flop added, or fewer flops added), the nodes `[node, c, o, first,
-        // last]`, `c`'s new labels, the new flops of `c` and `node`, and the peak and
-        // excess after the rotation.
-        type Move = ((bool, f64), [usize; 5], Vec<u32>, [f64; 2], f64, f64);
+        // last]`, and the flops, peak and excess after the rotation.
+        type Move = ((bool, f64), [usize; 5], f64, f64, f64);
         let mut best: Option<Move> = None;
-        let (_, peaks) = t.peaks();
-        for (node, &node_peak) in peaks.iter().enumerate().skip(n) {
-            let (a, b) = t.children[node];
-            for (o, c) in [(a, b), (b, a)] {
+        let (_, node_peaks) = peaks(&t);
+        for (node, &node_peak) in node_peaks.iter().enumerate().skip(n) {
+            let (a, b) = t.kids[node - n];
+            for (o, c) in [(a as usize, b as usize), (b as usize, a as usize)] {
                 if c < n {
                     continue;
                 }
-                let (c1, c2) = t.children[c];
-                for (first, last) in [(c1, c2), (c2, c1)] {
-                    // `c` becomes `(o, first)`, `node` becomes `(c, last)`.
-                    let keep_c = [&t.labels[last][..], &t.labels[node][..]];
-                    let (lab_c, flops_c) = t.step(o, first, &keep_c);
-                    let size_c = t.elements(&lab_c);
-                    if size_c > largest {
-                        continue;
-                    }
-                    let (old_lab, old_size) = (std::mem::take(&mut t.labels[c]), t.size[c]);
-                    let (old_c, old_node) = (t.children[c], t.children[node]);
-                    t.labels[c] = lab_c;
-                    t.size[c] = size_c;
-                    t.children[c] = (o, first);
-                    t.children[node] = (c, last);
-                    let (_, flops_node) = t.step(c, last, &[&t.labels[node][..]]);
-                    let total = flops - t.flops[c] - t.flops[node] + flops_c + flops_node;
-                    let fresh = total <= max_flops && !seen.contains(&t.children);
+                let (c1, c2) = t.kids[c - n];
+                for (first, last) in [(c1 as usize, c2 as usize), (c2 as usize, c1 as usize)] {
+                    // `c` becomes `(o, first)`, `node` becomes `(c, last)`; `node` keeps
+                    // its leaves, so its labels, and nothing above it changes.
+                    let before = t.flops[c - n] + t.flops[node - n];
+                    t.set(&ctx, c, o, first);
+                    t.set(&ctx, node, c, last);
+                    let total = flops - before + t.flops[c - n] + t.flops[node - n];
+                    let fresh =
+                        t.size[c] <= largest && total <= max_flops && !seen.contains(&t.kids);
                     let (p, e) = if fresh {
-                        t.profile(bound)
+                        profile(&t, bound)
                     } else {
                         (peak, f64::INFINITY)
                     };
-                    let lab_c = std::mem::replace(&mut t.labels[c], old_lab);
-                    t.size[c] = old_size;
-                    t.children[c] = old_c;
-                    t.children[node] = old_node;
+                    t.set(&ctx, c, c1 as usize, c2 as usize);
+                    t.set(&ctx, node, a as usize, b as usize);
                     // A waiting branch may have to shrink in several rotations before
                     // the excess drops: moves that keep it are allowed where the peak is
                     // over the bound, never a worse one.
@@ -203,42 +143,29 @@ pub(super) fn rotate(
                         (false, -added)
                     };
                     if best.as_ref().is_none_or(|(k, ..)| key > *k) {
-                        let nodes = [node, c, o, first, last];
-                        best = Some((key, nodes, lab_c, [flops_c, flops_node], p, e));
+                        best = Some((key, [node, c, o, first, last], total, p, e));
                     }
                 }
             }
         }
-        let Some((_, [node, c, o, first, last], lab_c, [flops_c, flops_node], p, e)) = best else {
+        let Some((_, [node, c, o, first, last], total, p, e)) = best else {
             break;
         };
-        flops += flops_c + flops_node - t.flops[c] - t.flops[node];
-        t.size[c] = t.elements(&lab_c);
-        t.labels[c] = lab_c;
-        t.flops[c] = flops_c;
-        t.flops[node] = flops_node;
-        t.children[c] = (o, first);
-        t.children[node] = (c, last);
-        seen.insert(t.children.clone());
+        t.set(&ctx, c, o, first);
+        t.set(&ctx, node, c, last);
+        seen.insert(t.kids.clone());
+        flops = total;
         peak = p;
         if e < best_excess {
-            best_tree = Some(t.children.clone());
+            best_tree = Some(t.kids.clone());
             best_excess = e;
         }
         excess = e;
     }
-    t.children = best_tree?;
-    // The rotated tree in post-order, evaluated afresh: the search's own bookkeeping
-    // (optimizer, notes, trials) goes with the new path.
-    let order = t.post_order();
-    let mut id: Vec<usize> = (0..t.children.len()).collect();
-    let mut pairs = Vec::with_capacity(order.len());
-    for (k, &node) in order.iter().enumerate() {
-        let (a, b) = t.children[node];
-        pairs.push((id[a], id[b]));
-        id[node] = n + k;
-    }
-    let path = order::ssa_to_linear(n, &pairs).ok()?;
+    t.kids = best_tree?;
+    // The rotated tree, evaluated afresh (sizes and flops by `order::evaluate`'s rules):
+    // the search's own bookkeeping (optimizer, notes, trials) goes with the new path.
+    let path = order::ssa_to_linear(n, &t.to_ssa()).ok()?;
     let cur = order::evaluate(inputs, output, sizes, &path).ok()?;
     // The search's own accounting agrees with `evaluate` (tested); a tree outside the
     // limits all the same is not returned.

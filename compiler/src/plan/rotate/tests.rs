@@ -117,8 +117,15 @@ fn rotations_stay_within_their_limits_and_agree_with_evaluate() {
             continue;
         };
         rotated += 1;
-        let again = crate::order::evaluate(&inputs, &output, &sizes, &r.path).expect("a path");
-        assert_eq!(again.flops, r.flops, "seed {seed}");
+        // The search's own accounting (`order::tree`) agrees with `evaluate`'s.
+        let ssa = crate::order::linear_to_ssa(n, &r.path).expect("a path");
+        let ctx = Ctx::new(&Problem::new(&inputs, &output, &sizes).expect("a problem"));
+        let own = Tree::from_ssa(&ctx, &ssa);
+        assert!(
+            (own.total_flops() - r.flops).abs() <= 1e-9 * r.flops,
+            "seed {seed}"
+        );
+        assert_eq!(own.largest(), r.largest_intermediate, "seed {seed}");
         assert!(r.flops <= max_flops, "seed {seed}");
         assert!(
             r.largest_intermediate <= info.largest_intermediate,
@@ -131,17 +138,12 @@ fn rotations_stay_within_their_limits_and_agree_with_evaluate() {
 }
 
 #[test]
-fn post_order_renumbers_children_first() {
-    // ((0, 1), (2, 3)) with the root at id 6 and its children in the other order.
-    let children = [(0, 0), (0, 0), (0, 0), (0, 0), (2, 3), (0, 1), (5, 4)];
-    let t = Tree {
-        n: 4,
-        root: 6,
-        sizes: &[],
-        children: children.to_vec(),
-        labels: vec![Vec::new(); 7],
-        size: vec![0.0; 7],
-        flops: vec![0.0; 7],
-    };
-    assert_eq!(t.post_order(), vec![5, 4, 6]);
+fn post_order_puts_children_first() {
+    // ((0, 1), (2, 3)), the root's children in the other order.
+    let inputs = vec![vec![0u32], vec![0, 1], vec![1, 2], vec![2]];
+    let ctx = Ctx::new(&Problem::new(&inputs, &[], &[2, 3, 4]).expect("a problem"));
+    let t = Tree::from_ssa(&ctx, &[(2, 3), (0, 1), (5, 4)]);
+    let (order, children) = post_order(&t);
+    assert_eq!(order, vec![5, 4, 6]);
+    assert_eq!(children[6], (5, 4));
 }
