@@ -373,15 +373,14 @@ fn rebuild<T: Scalar>(v: Vec<T>, off: Option<usize>, shape: &[usize]) -> ArrayD<
 /// costs. Shrinking a block in place, the allocator does not copy it; `usize::MAX`
 /// keeps it all.
 ///
-/// `fresh`: nothing was ever written beyond the elements (a kernel's new result with
-/// room for a chain to grow into), and the run gives such room back ([`Choice`]): the
-/// kept room's whole pages go back to the system until a step writes them
-/// ([`kernels::release`]). The room of a buffer that a chain
-/// shrank is kept as it is and counts: that chain grows into it again, and pages given
-/// back would fault in again one at a time (on the paths suite's periodic MPS, whose
-/// chain grows and shrinks at every site, that made the run 1.16x slower).
-pub(crate) fn fit(t: TensorData, keep: usize, fresh: bool) -> (TensorData, usize) {
-    fn go<T: Scalar>(a: ArrayD<T>, keep: usize, fresh: bool) -> (ArrayD<T>, usize) {
+/// `give_back`: the kept room's whole pages go back to the system until a step writes
+/// them ([`kernels::release`]). Callers ask it for a fresh result's room (nothing was
+/// ever written there) in a run that gives room back ([`Choice`]). The room of a buffer
+/// that a chain shrank is kept as it is and counts: that chain grows into it again, and
+/// pages given back would fault in again one at a time (on the paths suite's periodic
+/// MPS, whose chain grows and shrinks at every site, that made the run 1.16x slower).
+pub(crate) fn fit(t: TensorData, keep: usize, give_back: bool) -> (TensorData, usize) {
+    fn go<T: Scalar>(a: ArrayD<T>, keep: usize, give_back: bool) -> (ArrayD<T>, usize) {
         if !a.is_standard_layout() {
             return (a, 0);
         }
@@ -392,7 +391,7 @@ pub(crate) fn fit(t: TensorData, keep: usize, fresh: bool) -> (TensorData, usize
         }
         let size = std::mem::size_of::<T>();
         let room = (v.capacity() - v.len()) * size;
-        let given = if fresh {
+        let given = if give_back {
             kernels::release(v.spare_capacity_mut().as_mut_ptr().cast(), room)
         } else {
             0
@@ -403,7 +402,7 @@ pub(crate) fn fit(t: TensorData, keep: usize, fresh: bool) -> (TensorData, usize
         ($($v:ident),*) => {
             match t {
                 $(TensorData::$v(a) => {
-                    let (a, x) = go(a, keep, fresh);
+                    let (a, x) = go(a, keep, give_back);
                     (TensorData::$v(a), x)
                 })*
             }
