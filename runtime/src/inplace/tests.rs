@@ -290,7 +290,7 @@ fn in_place_steps_never_hold_more_and_give_the_same_results() {
 
 /// Issue 4's bound: peak ≤ largest intermediate + output (inputs are borrowed, on both
 /// sides). MPS chains meet it (a sweep path, computed in place). A short chain with a
-/// large bond (9 sites, bond 16) and small lattices of even width hold no more in place
+/// large bond (9 sites, bond 16) and small lattices hold no more in place
 /// than not, but their searched trees meet in the middle, and neither rotations nor a
 /// sweep fit within `SWEEP_FLOPS` times the flops (on the 9-site chain the searched
 /// tree contracts the ket's end sites together while 2^k < bond, which a sweep cannot).
@@ -324,8 +324,8 @@ fn mps_networks_stay_within_the_largest_intermediate() {
 /// intermediate is a boundary with one leg more, and rotated trees (`plan/rotate.rs`)
 /// whose chains grow in place, in buffers whose room costs nothing until written
 /// (`fit`; room of at least 64 KiB, so not the 3x3 lattice with bond 8), hold no more
-/// than it. (With an even width, each half's boundary is the largest intermediate, and
-/// the last step holds both.)
+/// than it. (Where the largest intermediate is one half's boundary, as on the small
+/// even-width lattices tried, the last step holds two of them.)
 #[cfg(target_os = "linux")]
 #[test]
 fn odd_lattices_stay_within_the_largest_intermediate() {

@@ -76,9 +76,11 @@ fn searched(inputs: &[Vec<u32>], output: &[u32], sizes: &[u64]) -> PathInfo {
 
 #[test]
 fn a_lattice_boundary_fits_its_largest_intermediate_after_rotations() {
-    // Odd widths: the largest intermediate is a boundary with one leg more, which the
-    // other half's boundary fits beside. (With an even width the two halves' boundaries
-    // are each the largest intermediate, and no tree holds less than both at the end.)
+    // Lattices whose searched tree's largest intermediate is a boundary with one leg
+    // more, which the other half's boundary fits beside. (Where it is one half's
+    // boundary, as on the 4x4, 6x6 and 8x8 lattices tried while writing this, the last
+    // step contracts two of them, and no tree with that largest intermediate holds less
+    // than both at the end.)
     for (w, d, most) in [(5, 8, 1.10), (7, 4, 1.10), (5, 6, 1.10)] {
         let (inputs, sizes) = lattice(w, w, d);
         let info = searched(&inputs, &[], &sizes);
