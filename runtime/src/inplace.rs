@@ -245,11 +245,14 @@ pub(crate) fn choose(plan: &Plan, last_use: &[usize]) -> Choice {
     let none = peak(plan, last_use, &Choice::default(), &bytes);
     let with_room = peak(plan, last_use, &choice, &bytes);
     let without = peak(plan, last_use, &no_room, &bytes);
-    let released = Choice {
-        release: true,
-        ..choice.clone()
-    };
-    if with_room.min(without) > bound && peak(plan, last_use, &released, &bytes) <= bound {
+    // Giving room back is simulated only for a run that misses its bound otherwise.
+    let released = (with_room.min(without) > bound)
+        .then(|| Choice {
+            release: true,
+            ..choice.clone()
+        })
+        .filter(|r| peak(plan, last_use, r, &bytes) <= bound);
+    if let Some(released) = released {
         released
     } else if with_room.min(without) >= none {
         Choice::default()

@@ -84,8 +84,9 @@ pub(crate) const RELEASES_ROOM: bool = cfg!(target_os = "linux");
 /// Room smaller than this is not given back: it saves little, and writing it again
 /// faults its pages back in one at a time, about 2 µs a page on the benchmark VM (0.43
 /// ms for the 896 KiB that the paths suite's 5x5 lattice's boundary grows into).
-/// Giving back every shrinking step's tail, however small, made its 100-site MPS chain
-/// with bond 64 run 1.27x slower (4.05 against 5.15 ms, `benches/ab.sh`, 2026-12-07).
+/// Giving back every fresh result's room and every shrinking step's tail, however
+/// small, made its 100-site MPS chain with bond 64 run 1.27x slower (4.05 against 5.15
+/// ms, `benches/ab.sh`, 2026-12-07).
 pub(crate) const RELEASE_MIN: usize = 64 << 10;
 
 /// Whether spare capacity of `bytes` costs memory: it does unless [`release`] gives it
