@@ -23,6 +23,7 @@
 //! Only LP64 builds (32-bit `int` dimensions) are used; a dimension or leading dimension
 //! above `i32::MAX` falls back to the `gemm` crate.
 
+use super::gemm_choice::{self, Real};
 use super::scalar::GemmCall;
 use num_complex::Complex;
 use std::ffi::{c_int, c_void, CStr, CString};
@@ -278,20 +279,16 @@ pub fn col_major<T>(call: &GemmCall<T>) -> Option<ColMajor<T>> {
     }
 }
 
-/// Whether OpenBLAS is expected to beat the gemm crate on `p` (one thread, this machine's
-/// sweep in `runtime/benches/gemm_backends.rs`, recorded in docs/benchmarks.md): for long
-/// sums (k ≥ 256) on a result of some size, and when the unit-stride side of C is much the
-/// longer one (OpenBLAS's kernels stream along it; 16×512×4096 row-major runs 2.5–3× faster
-/// there). Otherwise, e.g. row-major tall-skinny products with short sums, the gemm crate
-/// is as fast or faster (65536×64×64 f32: 0.7×).
-pub fn worth_it<T>(p: &ColMajor<T>) -> bool {
-    ALWAYS.with(|c| c.get())
-        || (p.k >= 256 && p.m * p.n >= 1 << 14)
-        || (p.m >= 2 * p.n && p.k >= 32)
+/// Whether OpenBLAS is expected to beat the gemm crate on `p`: see
+/// [`super::gemm_choice`], which measured where each wins.
+pub fn worth_it<T: BlasScalar>(p: &ColMajor<T>) -> bool {
+    ALWAYS.with(|c| c.get()) || gemm_choice::prefer_openblas(p, T::REAL)
 }
 
 /// An element type OpenBLAS has a `?gemm` for.
 pub trait BlasScalar: Sized {
+    /// The real type [`gemm_choice`]'s table covers, or `None` (complex).
+    const REAL: Option<Real>;
     /// Runs `p` (overwriting `C`).
     ///
     /// # Safety
@@ -353,8 +350,9 @@ impl<T> ColMajor<T> {
 }
 
 macro_rules! real_blas {
-    ($t:ty, $f:ident) => {
+    ($t:ty, $f:ident, $real:expr) => {
         impl BlasScalar for $t {
+            const REAL: Option<Real> = Some($real);
             unsafe fn run(blas: &Blas, p: &ColMajor<Self>) {
                 // SAFETY: the caller's contract.
                 unsafe { call(blas.$f, p, 1.0, 0.0) }
@@ -366,6 +364,7 @@ macro_rules! real_blas {
 macro_rules! complex_blas {
     ($t:ty, $f:ident) => {
         impl BlasScalar for Complex<$t> {
+            const REAL: Option<Real> = None;
             unsafe fn run(blas: &Blas, p: &ColMajor<Self>) {
                 let (one, zero) = (Complex::<$t>::new(1.0, 0.0), Complex::<$t>::new(0.0, 0.0));
                 let ptr = |z: &Complex<$t>| (z as *const Complex<$t>).cast::<c_void>();
@@ -378,8 +377,8 @@ macro_rules! complex_blas {
     };
 }
 
-real_blas!(f32, sgemm);
-real_blas!(f64, dgemm);
+real_blas!(f32, sgemm, Real::F32);
+real_blas!(f64, dgemm, Real::F64);
 complex_blas!(f32, cgemm);
 complex_blas!(f64, zgemm);
 

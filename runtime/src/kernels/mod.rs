@@ -8,6 +8,7 @@
 //! * [`scalar`]: the [`Scalar`] element trait (`f32`, `f64`, `c64`, `c128`).
 //! * [`contract`]: pairwise contraction through batched GEMM.
 //! * [`blas`]: the system OpenBLAS, opened at run time, for large products.
+//! * [`gemm_choice`]: which of OpenBLAS and the `gemm` crate runs a product.
 //! * [`unary`]: one-operand einsum (permutation, diagonal, trace, partial sums).
 //! * [`elementwise`]: the `.ein` language's maps and reductions.
 //! * `alloc`: output buffers (huge pages for large ones: first-touch faults dominate
@@ -17,6 +18,7 @@ mod alloc;
 pub mod blas;
 pub mod contract;
 pub mod elementwise;
+pub mod gemm_choice;
 pub mod permute;
 pub mod scalar;
 pub(crate) mod simd;
