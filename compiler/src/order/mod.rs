@@ -55,7 +55,7 @@ pub use driver::{compile_budget, default_trials};
 pub use optimal::MAX_OPTIMAL_INPUTS;
 pub use slicing::Slicing;
 pub use ssa::{linear_to_ssa, ssa_to_linear};
-pub use sweep::sweep;
+pub use sweep::{sweep, sweeps};
 
 /// An index label; its extent is `sizes[label as usize]`.
 pub type Label = u32;
