@@ -130,6 +130,11 @@ enum Cmd {
         /// Largest intermediate allowed, in elements; products over it are sliced.
         #[arg(long, value_name = "ELEMENTS")]
         memory_limit: Option<f64>,
+        /// How many times the searched tree's flops a plan may cost to stay within its
+        /// largest intermediate plus its result (a rotated tree or a sweep path; 1 keeps
+        /// the searched tree).
+        #[arg(long, value_name = "FACTOR", default_value_t = einc_compiler::plan::SWEEP_FLOPS)]
+        memory_flops: f64,
         /// The semiring of every product (programs of products only, real dtypes).
         #[arg(long, value_enum, default_value = "sum-product")]
         semiring: SemiringArg,
@@ -171,6 +176,11 @@ enum Cmd {
         /// (default: as many as `EINC_MAX_BYTES`, 16 GiB, holds).
         #[arg(long, value_name = "ELEMENTS")]
         memory_limit: Option<f64>,
+        /// How many times the searched tree's flops a plan may cost to stay within its
+        /// largest intermediate plus its result (a rotated tree or a sweep path; 1 keeps
+        /// the searched tree).
+        #[arg(long, value_name = "FACTOR", default_value_t = einc_compiler::plan::SWEEP_FLOPS)]
+        memory_flops: f64,
         /// The semiring of every product (programs of products only, real dtypes).
         #[arg(long, value_enum, default_value = "sum-product")]
         semiring: SemiringArg,
@@ -226,12 +236,13 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
             dims,
             optimizer,
             memory_limit,
+            memory_flops,
             semiring,
             gemm,
             constants,
             extractor,
         } => {
-            let mut cfg = config(optimizer.get(), memory_limit, semiring.get())?;
+            let mut cfg = config(optimizer.get(), memory_limit, memory_flops, semiring.get())?;
             cfg.optimize.constants = constants;
             cfg.optimize.extractor = extractor.get();
             if let (Emit::Wgsl, Some(dir)) = (emit, output.as_deref()) {
@@ -251,6 +262,7 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
             dims,
             optimizer,
             memory_limit,
+            memory_flops,
             semiring,
             stats,
             threads,
@@ -258,7 +270,7 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
             constants,
             extractor,
         } => {
-            let mut config = config(optimizer.get(), memory_limit, semiring.get())?;
+            let mut config = config(optimizer.get(), memory_limit, memory_flops, semiring.get())?;
             config.optimize.constants = constants;
             config.optimize.extractor = extractor.get();
             let opts = RunOpts {
@@ -325,8 +337,14 @@ fn parse_dims(dims: &[String]) -> Result<BTreeMap<String, u64>, Error> {
 fn config(
     optimizer: Optimizer,
     memory_limit: Option<f64>,
+    memory_flops: f64,
     semiring: Semiring,
 ) -> Result<CompileConfig, Error> {
+    if memory_flops.is_nan() || memory_flops < 1.0 {
+        return Err(Error::Runtime(format!(
+            "--memory-flops {memory_flops}: expected a factor of at least 1"
+        )));
+    }
     if let Some(m) = memory_limit {
         if m.is_nan() || m < 1.0 {
             return Err(Error::Runtime(format!(
@@ -343,6 +361,7 @@ fn config(
                 ..Limits::default()
             },
             semiring,
+            memory_flops,
         },
         ..CompileConfig::default()
     })

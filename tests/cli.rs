@@ -406,3 +406,70 @@ fn products_over_the_memory_limit_run_in_slices() {
         );
     }
 }
+
+/// `--memory-flops` sets how much a plan may pay to stay within its largest intermediate:
+/// a periodic MPS (12 sites, bond 6) is swept by default and keeps its searched tree at 1;
+/// a factor below 1 (or NaN) is refused with the flag named.
+#[test]
+fn memory_flops_is_a_plan_choice_and_is_checked() {
+    let d = tmp("memflops");
+    let mut names = ('a'..='z').chain('A'..='Z').chain('à'..='ÿ');
+    let mut label = || names.next().expect("enough labels");
+    let n = 12;
+    let bonds: Vec<(char, char)> = (0..n).map(|_| (label(), label())).collect();
+    let mut terms = Vec::new();
+    for i in 0..n {
+        let s = label();
+        let ((kl, bl), (kr, br)) = (bonds[(i + n - 1) % n], bonds[i]);
+        terms.push(format!("{kl}{s}{kr}"));
+        terms.push(format!("{bl}{s}{br}"));
+    }
+    let mut src = String::new();
+    for (k, t) in terms.iter().enumerate() {
+        let idx: Vec<String> = t.chars().map(|c| format!("i{}", c as u32)).collect();
+        src.push_str(&format!("input T{k}[{}]: f32\n", idx.join(", ")));
+    }
+    let dims: Vec<String> = bonds
+        .iter()
+        .flat_map(|&(k, b)| [k, b])
+        .map(|c| format!("i{} = 6", c as u32))
+        .collect();
+    let phys: Vec<String> = terms
+        .iter()
+        .step_by(2)
+        .map(|t| format!("i{} = 2", t.chars().nth(1).expect("three labels") as u32))
+        .collect();
+    let body: Vec<String> = terms
+        .iter()
+        .enumerate()
+        .map(|(k, t)| {
+            let idx: Vec<String> = t.chars().map(|c| format!("i{}", c as u32)).collect();
+            format!("T{k}[{}]", idx.join(", "))
+        })
+        .collect();
+    let program = format!(
+        "dim {}, {}\n{src}Y[] = {}\noutput Y\n",
+        dims.join(", "),
+        phys.join(", "),
+        body.join(" * ")
+    );
+    let f = d.join("ring.ein");
+    std::fs::write(&f, program).expect("write");
+    let f = f.to_string_lossy().into_owned();
+    let plan_of = |extra: &[&str]| {
+        let mut a = vec!["compile", f.as_str(), "--emit", "plan"];
+        a.extend(extra);
+        let o = einc(&a);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(plan_of(&[]).contains("memory: a sweep"), "{}", plan_of(&[]));
+    assert!(!plan_of(&["--memory-flops", "1"]).contains("memory:"));
+    for bad in ["0.5", "NaN"] {
+        let o = einc(&["compile", &f, "--memory-flops", bad]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("--memory-flops"), "{err}");
+    }
+}

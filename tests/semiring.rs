@@ -38,6 +38,7 @@ fn check(
             optimizer,
             limits: limits.clone(),
             semiring,
+            ..PlanConfig::default()
         },
         ..CompileConfig::default()
     };

@@ -137,6 +137,10 @@ pub struct PlanConfig {
     pub optimizer: Optimizer,
     pub limits: Limits,
     pub semiring: Semiring,
+    /// How many times the searched tree's flops a plan may cost to stay within its
+    /// largest intermediate plus its result (a rotated tree or a sweep, see
+    /// `plan/memory.rs`); [`SWEEP_FLOPS`] by default, 1 or less keeps the searched tree.
+    pub memory_flops: f64,
 }
 
 impl Default for PlanConfig {
@@ -145,6 +149,7 @@ impl Default for PlanConfig {
             optimizer: Optimizer::Auto,
             limits: Limits::default(),
             semiring: Semiring::SumProduct,
+            memory_flops: SWEEP_FLOPS,
         }
     }
 }

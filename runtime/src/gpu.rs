@@ -486,6 +486,7 @@ fn fit_bindings(plan: &Plan, caps: &GpuCaps) -> Result<Plan, ExecError> {
             allow_slicing: true,
             ..Limits::default()
         },
+        ..PlanConfig::default()
     };
     einc_compiler::plan::plan(p, &cfg).map_err(|e| {
         ExecError(format!(

@@ -25,11 +25,16 @@ impl Builder<'_> {
         slack: f64,
     ) -> order::PathInfo {
         let n = inputs.len();
-        let peak = in_place_peak(&info, n);
-        if n < 3 || peak <= info.largest_intermediate + slack {
+        let factor = self.cfg.memory_flops;
+        // NaN keeps the searched tree too.
+        if n < 3 || factor.is_nan() || factor <= 1.0 {
             return info;
         }
-        let max_flops = SWEEP_FLOPS * info.flops;
+        let peak = in_place_peak(&info, n);
+        if peak <= info.largest_intermediate + slack {
+            return info;
+        }
+        let max_flops = factor * info.flops;
         // Candidates beside the searched tree: its rotations, and sweeps.
         let mut best: Option<(order::PathInfo, f64, &str)> = None;
         let rotated = rotate(&info, inputs, output, sizes, slack, max_flops);
@@ -82,7 +87,7 @@ impl Builder<'_> {
 }
 
 /// How many times the searched tree's flops a rotated tree or a sweep path may cost to
-/// be taken for its memory. Along an open MPS the sweep (one zipper) costs more than the
+/// be taken for its memory, by default (`PlanConfig::memory_flops`). Along an open MPS the sweep (one zipper) costs more than the
 /// searched tree (two zippers meeting in the middle, which contract a few end sites of
 /// the ket and of the bra on their own while 2^sites < bond): 1.42x on the CPU suite's
 /// 20-site chain with bond 32 (its plan's `note: memory:` line), 1.01-1.10x on the paths
