@@ -122,24 +122,22 @@ fn from_table<T>(p: &ColMajor<T>, real: Real) -> bool {
     // Column-major C is m×n with m unit-stride: the row-major result the grid measured,
     // transposed, whose first operand is the grid's right one (transposed when that is
     // stored [n, k]) and whose second is the grid's left (transposed when stored [k, m]).
+    // Every product of some size asks, so this is a few integer comparisons.
     let (rows, cols) = (p.n, p.m);
     let layout = usize::from(p.trans_a) * 2 + usize::from(p.trans_b);
-    let cell = |sides: &[usize], x: usize| nearest(sides, x);
-    let word = AVX512_TABLE[real as usize][layout][cell(&GRID_K, p.k)]
-        .split(' ')
-        .nth(cell(&GRID_SIDES, rows));
-    word.and_then(|w| w.as_bytes().get(cell(&GRID_SIDES, cols)).copied()) == Some(b'o')
+    let cells = AVX512_TABLE[real as usize][layout][nearest(&GRID_K, p.k)].as_bytes();
+    let at = nearest(&GRID_SIDES, rows) * (GRID_SIDES.len() + 1) + nearest(&GRID_SIDES, cols);
+    cells.get(at) == Some(&b'o')
 }
 
-/// Index of the entry of `sides` (ascending) nearest `x` in log scale.
+/// Index of the entry of `sides` (ascending) nearest `x` in log scale: past the entries
+/// whose geometric mean with the next is below `x` (on a tie, the lower entry).
 fn nearest(sides: &[usize], x: usize) -> usize {
-    let x = x.max(1) as f64;
-    (0..sides.len())
-        .min_by(|&a, &b| {
-            let d = |i: usize| (x / sides[i] as f64).ln().abs();
-            d(a).total_cmp(&d(b))
-        })
-        .unwrap_or(0)
+    let x2 = (x as u128) * (x as u128);
+    sides
+        .windows(2)
+        .take_while(|w| x2 > w[0] as u128 * w[1] as u128)
+        .count()
 }
 
 #[cfg(test)]
@@ -155,6 +153,22 @@ mod tests {
         assert_eq!(nearest(&GRID_SIDES, 330), 4);
         assert_eq!(nearest(&GRID_SIDES, 1 << 20), 5);
         assert_eq!(nearest(&GRID_K, 4096), 3);
+        // Ties (x at the geometric mean of two entries) go to the lower one.
+        assert_eq!(nearest(&GRID_SIDES, 1024), 4);
+        assert_eq!(nearest(&GRID_K, 64), 0);
+        // The same cells as the distance of logarithms, away from ties.
+        for x in 1..5000usize {
+            let by_log = |sides: &[usize]| {
+                let d = |i: usize| (x as f64 / sides[i] as f64).ln().abs();
+                (0..sides.len()).min_by(|&a, &b| d(a).total_cmp(&d(b)))
+            };
+            for sides in [&GRID_SIDES[..], &GRID_K[..]] {
+                let tie = sides.windows(2).any(|w| x * x == w[0] * w[1]);
+                if !tie {
+                    assert_eq!(Some(nearest(sides, x)), by_log(sides), "{x}");
+                }
+            }
+        }
     }
 
     /// The column-major problem BLAS would get for a row-major `m×n` result of `a · b`, a
