@@ -159,9 +159,13 @@ pub fn sweeps(
 /// How many inputs, evenly spread, a sweep also starts from (with each neighbour).
 const START_SAMPLE: usize = 8;
 
+/// Above this many inputs only the cheapest pair starts a sweep: each sweep costs
+/// O(inputs²) joins, and a plan tries every one.
+const MANY_INPUTS: usize = 256;
+
 /// The pairs a sweep starts from: the cheapest pair (fewest flops, then the smallest
-/// result), and every pair of a neighbour with one of [`START_SAMPLE`] inputs spread
-/// over the list. The cheapest pair alone fails around a ring: on a periodic MPS it is
+/// result), and, up to [`MANY_INPUTS`] inputs, every pair of a neighbour with one of
+/// [`START_SAMPLE`] inputs spread over the list. The cheapest pair alone fails around a ring: on a periodic MPS it is
 /// two ket sites, and from there each next ket site costs fewer flops than opening the
 /// bra, so the sweep builds the state vector (1.9e13 flops on the paths suite's 30-site
 /// ring with bond 16, 119235x the searched tree). Starting from a site's ket and bra, it
@@ -180,8 +184,13 @@ fn starts(p: &Problem) -> Vec<(usize, usize)> {
     }
     let mut out: Vec<(usize, usize)> = cheapest.map(|(_, i, j)| (i, j)).into_iter().collect();
     let shares = |i: usize, j: usize| p.inputs[i].iter().any(|l| p.inputs[j].contains(l));
-    for k in 0..START_SAMPLE.min(n) {
-        let i = k * n / START_SAMPLE.min(n);
+    let sample = if n > MANY_INPUTS {
+        0
+    } else {
+        START_SAMPLE.min(n)
+    };
+    for k in 0..sample {
+        let i = k * n / sample;
         for j in (0..n).filter(|&j| j != i && shares(i, j)) {
             let pair = (i.min(j), i.max(j));
             if !out.contains(&pair) {

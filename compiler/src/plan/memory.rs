@@ -10,10 +10,10 @@ impl Builder<'_> {
     /// `info`, or a path that holds less, when `info`'s tree would hold more than its
     /// largest intermediate plus `slack` (the statement's result) even with every step
     /// computed in place ([`in_place_peak`]). The candidates, each at most
-    /// [`SWEEP_FLOPS`] times the flops: the tree after rotations that let a boundary
-    /// absorb its sibling's pieces one at a time ([`rotate`]), and a sweep path
-    /// ([`order::sweep`]). The cheaper one that fits the bound is taken; one that does not
-    /// is not (on the periodic MPS of the paths suite, rotations lower the peak by a
+    /// `PlanConfig::memory_flops` times the flops: the tree after rotations that let a
+    /// boundary absorb its sibling's pieces one at a time ([`rotate`]), and the first of
+    /// the sweep paths ([`order::sweeps`]) that fits. The cheaper one that fits the bound
+    /// is taken; one that does not is not (on the periodic MPS of the paths suite, rotations lower the peak by a
     /// quarter for 1.001x the flops but ran 1.36x slower, 4.35 against 3.21 ms:
     /// `benches/ab.sh`, 2026-12-07).
     pub(super) fn within_largest(
@@ -43,16 +43,15 @@ impl Builder<'_> {
             .into_iter()
             .filter_map(|(_, p)| order::evaluate(inputs, output, sizes, &p).ok())
             .filter(|s| s.flops <= max_flops);
-        let candidates = std::iter::once((rotated, "rotating the searched tree"))
-            .chain(swept.map(|s| (Some(s), "a sweep path")));
+        let candidates = std::iter::once((rotated, "rotating the searched tree", false))
+            .chain(swept.map(|s| (Some(s), "a sweep path", true)));
         let mut swept_fits = false;
-        for (cand, what) in candidates {
+        for (cand, what, sweep) in candidates {
             let Some(cand) = cand else { continue };
             // The first sweep that fits, in the order of the starts (the cheapest pair
             // first): along an open MPS a sweep from a middle site fits the model too, for
             // fewer flops, but the executor then held 1.2-1.4x the bound (small chains in
             // `inplace::tests`), where the sweep from the chain's end fits.
-            let sweep = what == "a sweep path";
             if sweep && swept_fits {
                 continue;
             }
@@ -87,9 +86,10 @@ impl Builder<'_> {
 }
 
 /// How many times the searched tree's flops a rotated tree or a sweep path may cost to
-/// be taken for its memory, by default (`PlanConfig::memory_flops`). Along an open MPS the sweep (one zipper) costs more than the
-/// searched tree (two zippers meeting in the middle, which contract a few end sites of
-/// the ket and of the bra on their own while 2^sites < bond): 1.42x on the CPU suite's
+/// be taken for its memory, by default (`PlanConfig::memory_flops`). Along an open MPS
+/// the sweep (one zipper) costs more than the searched tree (two zippers meeting in the
+/// middle, which contract a few end sites of the ket and of the bra on their own while
+/// 2^sites < bond): 1.42x on the CPU suite's
 /// 20-site chain with bond 32 (its plan's `note: memory:` line), 1.01-1.10x on the paths
 /// suite's open chains. Around a ring (a periodic MPS) the sweep from a site's ket and
 /// bra costs 1.48x on the paths suite's 30 sites with bond 16 and 1.72-2.17x on the
