@@ -8,12 +8,13 @@
 //! corner), so the planner takes it only when that costs little ([`crate::plan`]).
 //!
 //! [`sweep`] starts from a pair (the cheapest, or a neighbour of one of a few inputs; it
-//! keeps the cheapest of these sweeps) and then absorbs, each time, the input that costs the fewest flops (then gives the
-//! smallest result, then has the lowest index): along an MPS, the next site of the ket
-//! and of the bra in turn. (By result size alone it would follow the ket, whose bonds it
-//! removes, and build the whole state vector.) It misses what a searched tree does at an
-//! MPS's ends, where it contracts a few ket sites together while 2^sites < bond: 1.42x
-//! the tree's flops on a 20-site chain with bond 32 (the plan's `note: memory:` line).
+//! keeps the cheapest of these sweeps) and then absorbs, each time, the input that costs
+//! the fewest flops (then gives the smallest result, then has the lowest index): along an
+//! MPS, the next site of the ket and of the bra in turn. (By result size alone it would
+//! follow the ket, whose bonds it removes, and build the whole state vector.) It misses
+//! what a searched tree does at an MPS's ends, where it contracts a few ket sites together
+//! while 2^sites < bond: 1.42x the tree's flops on a 20-site chain with bond 32 (the plan's
+//! `note: memory:` line).
 //! Following the searched tree instead (sweep the larger child, then absorb the other
 //! child's inputs) was tried in a version not kept and cost more there: absorbing the
 //! far end's ket sites one by one into the boundary grows a leg per site that the
@@ -127,9 +128,10 @@ impl<'p> State<'p> {
 /// A sweep path for `inputs -> output` in opt_einsum's linear format: the cheapest of
 /// [`sweeps`].
 pub fn sweep(inputs: &[Vec<Label>], output: &[Label], sizes: &[u64]) -> Result<Path, OrderError> {
-    let mut all = sweeps(inputs, output, sizes)?;
-    all.sort_by(|a, b| a.0.total_cmp(&b.0));
-    Ok(all.into_iter().next().map(|(_, p)| p).unwrap_or_default())
+    let cheapest = sweeps(inputs, output, sizes)?
+        .into_iter()
+        .min_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(cheapest.map(|(_, p)| p).unwrap_or_default())
 }
 
 /// The greedy sweep from each of [`starts`], with its multiply-adds, in the order of the
@@ -165,11 +167,11 @@ const MANY_INPUTS: usize = 256;
 
 /// The pairs a sweep starts from: the cheapest pair (fewest flops, then the smallest
 /// result), and, up to [`MANY_INPUTS`] inputs, every pair of a neighbour with one of
-/// [`START_SAMPLE`] inputs spread over the list. The cheapest pair alone fails around a ring: on a periodic MPS it is
-/// two ket sites, and from there each next ket site costs fewer flops than opening the
-/// bra, so the sweep builds the state vector (1.9e13 flops on the paths suite's 30-site
-/// ring with bond 16, 119235x the searched tree). Starting from a site's ket and bra, it
-/// zips around the ring.
+/// [`START_SAMPLE`] inputs spread over the list. The cheapest pair alone fails around a
+/// ring: on a periodic MPS it is two ket sites, and from there each next ket site costs
+/// fewer flops than opening the bra, so the sweep builds the state vector (1.9e13 flops on
+/// the paths suite's 30-site ring with bond 16, 119235x the searched tree). Starting from a
+/// site's ket and bra, it zips around the ring.
 fn starts(p: &Problem) -> Vec<(usize, usize)> {
     let n = p.inputs.len();
     let st = State::new(p);

@@ -13,9 +13,9 @@ impl Builder<'_> {
     /// `PlanConfig::memory_flops` times the flops: the tree after rotations that let a
     /// boundary absorb its sibling's pieces one at a time ([`rotate`]), and the first of
     /// the sweep paths ([`order::sweeps`]) that fits. The cheaper one that fits the bound
-    /// is taken; one that does not is not (on the periodic MPS of the paths suite, rotations lower the peak by a
-    /// quarter for 1.001x the flops but ran 1.36x slower, 4.35 against 3.21 ms:
-    /// `benches/ab.sh`, 2026-12-07).
+    /// is taken; one that does not is not (on the periodic MPS of the paths suite,
+    /// rotations lower the peak by a quarter for 1.001x the flops but ran 1.36x slower,
+    /// 4.35 against 3.21 ms: `benches/ab.sh`, 2026-12-07).
     pub(super) fn within_largest(
         &mut self,
         info: order::PathInfo,
@@ -52,8 +52,9 @@ impl Builder<'_> {
             // first): along an open MPS a sweep from a middle site fits the model too, for
             // fewer flops, but the executor then held 1.2-1.4x the bound (small chains in
             // `inplace::tests`), where the sweep from the chain's end fits.
-            if sweep && swept_fits {
-                continue;
+            if swept_fits {
+                // Only sweeps come after the first (the rotated tree comes first).
+                break;
             }
             let p = in_place_peak(&cand, n);
             // Only a path that fits: one that merely holds less costs more time than its
