@@ -8,7 +8,9 @@
 # minutes; running all of einc and then all of the peers compared the two sides in
 # different states. The table gives the median over the rounds of each side's median.
 # Usage: benches/cpu.sh [FILTER]   (FILTER: a substring of case names, or =NAME)
-# EINC_BENCH_ROUNDS (default 2) sets the number of rounds.
+# EINC_BENCH_ROUNDS (default 2) sets the number of rounds. EINC_BENCH_BIN runs that saved
+# bench binary (from `cargo bench --bench cpu --no-run`) instead of building, so that the
+# sources can change while a long run goes on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/bench-cpu
@@ -24,9 +26,12 @@ suite=../shared/workloads/cpu_suite.json
 rounds=${EINC_BENCH_ROUNDS:-2}
 filter=${1:-}
 rm -f "$out"/einc.jsonl "$out"/peers_*.jsonl
-cargo bench --bench cpu --no-run 2>/dev/null
+bench() {
+  if [ -n "${EINC_BENCH_BIN:-}" ]; then "$EINC_BENCH_BIN" "$@"; else cargo bench --bench cpu -- "$@"; fi
+}
+[ -n "${EINC_BENCH_BIN:-}" ] || cargo bench --bench cpu --no-run 2>/dev/null
 # The environment line and the cached-call measurement, once.
-cargo bench --bench cpu -- =no-such-case > "$out/einc.jsonl" 2>/dev/null
+bench =no-such-case > "$out/einc.jsonl" 2>/dev/null
 cases=$("$venv/bin/python" -c '
 import json, sys
 suite = json.load(open(sys.argv[1]))
@@ -36,7 +41,7 @@ for c in (suite["cases"] if isinstance(suite, dict) else suite):
     if not f or (n == f[1:] if f.startswith("=") else f in n):
         print(n)' "$suite" "$filter")
 einc() {
-  EINC_BENCH_CACHED=0 cargo bench --bench cpu -- "=$1" 2>/dev/null | grep -v '"einc_env"' >> "$out/einc.jsonl"
+  EINC_BENCH_CACHED=0 bench "=$1" 2>/dev/null | grep -v '"einc_env"' >> "$out/einc.jsonl"
 }
 peers() {
   for t in 1 2; do

@@ -206,6 +206,7 @@ fn dump_steps(s: &mut String, p: &crate::ir::Program, steps: &[crate::plan::Step
             Op::Elementwise { op, args } => {
                 let name = match op {
                     ElemOp::Add => "add",
+                    ElemOp::Mul => "mul",
                     ElemOp::Map(m) => m.name(),
                 };
                 format!("{name} {}", vs(args))
@@ -222,6 +223,7 @@ fn dump_steps(s: &mut String, p: &crate::ir::Program, steps: &[crate::plan::Step
                         crate::plan::FusedNode::Apply(op, xs) => {
                             let name = match op {
                                 ElemOp::Add => "add",
+                                ElemOp::Mul => "mul",
                                 ElemOp::Map(m) => m.name(),
                             };
                             let inner: Vec<&str> = xs.iter().map(|&x| text[x].as_str()).collect();

@@ -384,6 +384,7 @@ fn emit_step(s: &mut String, plan: &Plan, k: usize) -> Result<(), EmitError> {
                         let xs: Vec<String> = xs.iter().map(|x| format!("n{x}")).collect();
                         match op {
                             ElemOp::Add => format!("{} + {}", xs[0], xs[1]),
+                            ElemOp::Mul => format!("{} * {}", xs[0], xs[1]),
                             ElemOp::Map(m) => map_expr(*m, &xs, ty),
                         }
                     }
@@ -404,6 +405,7 @@ fn emit_step(s: &mut String, plan: &Plan, k: usize) -> Result<(), EmitError> {
             let xs: Vec<String> = args.iter().map(read).collect();
             let e = match op {
                 ElemOp::Add => format!("{} + {}", xs[0], xs[1]),
+                ElemOp::Mul => format!("{} * {}", xs[0], xs[1]),
                 ElemOp::Map(m) => map_expr(*m, &xs, ty),
             };
             let _ = writeln!(s, "{}{name}[{out_off}] = {e};", "    ".repeat(depth));

@@ -882,6 +882,7 @@ fn elem_op(op: ElemOp) -> kernels::MapOp {
     use kernels::MapOp as K;
     match op {
         ElemOp::Add => K::Add,
+        ElemOp::Mul => K::Mul,
         ElemOp::Map(m) => match m {
             MapOp::Neg => K::Neg,
             MapOp::Sub => K::Sub,

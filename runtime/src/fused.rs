@@ -156,103 +156,171 @@ fn pass<T: Scalar>(
     }
     let rank = shape.len();
     let inner = if rank == 0 { 1 } else { shape[rank - 1] };
+    let rows = total / inner;
     let inner_strides: Vec<isize> = strides
         .iter()
         .map(|s| if rank == 0 { 0 } else { s[rank - 1] })
         .collect();
-    let ptrs: Vec<usize> = args.iter().map(|a| a.as_ptr() as usize).collect();
-    let row = |r: usize, dst: &mut [T], bufs: &mut Vec<Vec<T>>| -> T {
-        // Offset of the row's first element in every argument.
-        let mut rest = r;
-        let mut base = vec![0isize; args.len()];
-        for d in (0..rank.saturating_sub(1)).rev() {
-            let i = (rest % shape[d]) as isize;
-            rest /= shape[d];
-            for (b, s) in base.iter_mut().zip(&strides) {
-                *b += i * s[d];
-            }
+    // Short rows that follow each other in every argument (`bi,bi,bi->b` over rows of 64)
+    // are evaluated several to a block: each node's loop then runs over the whole block
+    // instead of paying its dispatch for every row. Rows follow each other along the
+    // axes before the last whose stride, in every argument, continues the axes after
+    // them; a group never crosses the end of such a run (where a broadcast argument's
+    // value changes), so its size divides the run's length.
+    let mut run = 1usize;
+    for d in (0..rank.saturating_sub(1)).rev() {
+        let step = shape[d + 1] as isize;
+        if !strides.iter().all(|s| s[d] == step * s[d + 1]) {
+            break;
         }
-        let mut start = 0;
-        let mut sum = T::zero();
-        while start < inner {
-            let len = BLOCK.min(inner - start);
-            for (j, node) in nodes.iter().enumerate() {
-                let (done, now) = bufs.split_at_mut(j);
-                let buf = &mut now[0][..len];
-                match node {
-                    Node::Arg(a) => {
-                        let p = ptrs[*a] as *const T;
-                        let (b0, st) = (base[*a], inner_strides[*a]);
-                        // SAFETY (all three): an offset `b0 + (start + i) · st` for i < len
-                        // is Σ index·stride over in-range indices of the argument's own
-                        // axes (0 for broadcast ones), so it addresses an element of the
-                        // view, which outlives this call.
-                        match st {
-                            // Contiguous rows are copied (vectorised), broadcast ones filled.
-                            1 => buf.copy_from_slice(unsafe {
-                                std::slice::from_raw_parts(p.offset(b0 + start as isize), len)
-                            }),
-                            0 => buf.fill(unsafe { *p.offset(b0) }),
-                            _ => {
-                                for (i, x) in buf.iter_mut().enumerate() {
-                                    let off = b0 + (start + i) as isize * st;
-                                    *x = unsafe { *p.offset(off) };
+        run *= shape[d];
+    }
+    let most = (BLOCK / inner).max(1);
+    let group = (1..=most.min(run))
+        .rev()
+        .find(|g| run.is_multiple_of(*g))
+        .unwrap_or(1);
+    let ptrs: Vec<usize> = args.iter().map(|a| a.as_ptr() as usize).collect();
+    let write = mode != Mode::RowSums;
+    // Rows `first .. first + count` (`count` is 1 unless rows follow each other): their
+    // values into `dst` (unless only summed) and each row's sum into `sums` (if summed).
+    let rows_at =
+        |first: usize, count: usize, dst: &mut [T], sums: &mut [T], sc: &mut Scratch<T>| {
+            // Offset of the first row's first element in every argument.
+            let mut rest = first;
+            sc.base.iter_mut().for_each(|b| *b = 0);
+            for d in (0..rank.saturating_sub(1)).rev() {
+                let i = (rest % shape[d]) as isize;
+                rest /= shape[d];
+                for (b, s) in sc.base.iter_mut().zip(&strides) {
+                    *b += i * s[d];
+                }
+            }
+            let width = count * inner;
+            let mut start = 0;
+            let mut sum = T::zero();
+            while start < width {
+                let len = BLOCK.min(width - start);
+                for (j, node) in nodes.iter().enumerate() {
+                    let buf = &mut sc.bufs[j][..len];
+                    sc.src[j] = match node {
+                        Node::Arg(a) => {
+                            let p = ptrs[*a] as *const T;
+                            let (b0, st) = (sc.base[*a], inner_strides[*a]);
+                            // SAFETY (all three): an offset `b0 + (start + i) · st` for i < len
+                            // is Σ index·stride over in-range indices of the argument's own
+                            // axes (0 for broadcast ones; rows that follow each other continue
+                            // the last axis's stride), so it addresses an element of the view,
+                            // which outlives this call.
+                            match st {
+                                // A contiguous row is read where it is (a short-row pass,
+                                // `bi,bi,bi->b`, is bound by memory: a copy would cost a third).
+                                1 => unsafe { p.offset(b0 + start as isize) },
+                                0 => {
+                                    buf.fill(unsafe { *p.offset(b0) });
+                                    buf.as_ptr()
+                                }
+                                _ => {
+                                    for (i, x) in buf.iter_mut().enumerate() {
+                                        let off = b0 + (start + i) as isize * st;
+                                        *x = unsafe { *p.offset(off) };
+                                    }
+                                    buf.as_ptr()
                                 }
                             }
                         }
-                    }
-                    Node::Apply(op, xs) => apply(*op, xs, done, buf),
+                        Node::Apply(op, xs) => {
+                            // SAFETY: `src` of an earlier node points at `len` elements, of
+                            // an argument's view or of that node's own buffer, which no later
+                            // node writes (each node writes only its own).
+                            let read =
+                                |k: usize| unsafe { std::slice::from_raw_parts(sc.src[k], len) };
+                            apply(*op, read(xs[0]), xs.get(1).map(|&k| read(k)), buf);
+                            buf.as_ptr()
+                        }
+                    };
                 }
+                // SAFETY: as above, for the last node.
+                let last = unsafe { std::slice::from_raw_parts(sc.src[nodes.len() - 1], len) };
+                if write {
+                    dst[start..start + len].copy_from_slice(last);
+                }
+                if row_sums {
+                    if count == 1 {
+                        sum += block_sum(last);
+                    } else {
+                        // Several rows in one block (`width` ≤ BLOCK, so this is the only one).
+                        for (s, r) in sums.iter_mut().zip(last.chunks_exact(inner)) {
+                            *s = block_sum(r);
+                        }
+                    }
+                }
+                start += len;
             }
-            let last = &bufs[nodes.len() - 1][..len];
-            dst[start..start + len].copy_from_slice(last);
-            if row_sums {
-                sum += block_sum(last);
+            if row_sums && count == 1 {
+                sums[0] = sum;
             }
-            start += len;
-        }
-        sum
+        };
+    let fresh = || Scratch {
+        bufs: vec![vec![T::zero(); BLOCK]; nodes.len()],
+        src: vec![std::ptr::null(); nodes.len()],
+        base: vec![0; args.len()],
     };
-    let fresh = || vec![vec![T::zero(); BLOCK]; nodes.len()];
-    let mut sums = Vec::new();
-    let Some(flat) = out
+    let mut sums = vec![T::zero(); if row_sums { rows } else { 0 }];
+    let flat = out
         .as_mut()
-        .map(|o| o.as_slice_mut().expect("a new array is in standard layout"))
-    else {
-        // No value to keep: each thread writes its rows into one scratch row.
-        let rows = total / inner;
-        let scratch = || (fresh(), vec![T::zero(); inner]);
-        if total >= PARALLEL_ELEMENTS {
-            (0..rows)
-                .into_par_iter()
-                .map_init(scratch, |(bufs, dst), r| row(r, dst, bufs))
-                .collect_into_vec(&mut sums);
-        } else {
-            let (mut bufs, mut dst) = scratch();
-            sums.extend((0..rows).map(|r| row(r, &mut dst, &mut bufs)));
-        }
-        return (None, shape, sums);
+        .map(|o| o.as_slice_mut().expect("a new array is in standard layout"));
+    // Every group's slice of the value and of the sums (empty where not kept).
+    let (sum_chunk, dst_chunk) = (if row_sums { group } else { usize::MAX }, group * inner);
+    let mut none: [T; 0] = [];
+    let dsts: &mut [T] = flat.unwrap_or(&mut none);
+    let groups = rows.div_ceil(group);
+    let run = |(g, (dst, sums)): (usize, (&mut [T], &mut [T])), sc: &mut Scratch<T>| {
+        let first = g * group;
+        rows_at(first, group.min(rows - first), dst, sums, sc);
     };
+    // A `chunks_mut` of an empty slice yields nothing: pad with empty slices.
+    let pad = |n: usize| std::iter::repeat_with(|| &mut [][..]).take(n);
     if total >= PARALLEL_ELEMENTS {
-        let rows = flat
-            .par_chunks_mut(inner)
-            .enumerate()
-            .map_init(fresh, |bufs, (r, dst)| row(r, dst, bufs));
-        if row_sums {
-            rows.collect_into_vec(&mut sums);
+        let d: Vec<&mut [T]> = if write {
+            dsts.chunks_mut(dst_chunk).collect()
         } else {
-            rows.for_each(drop);
-        }
+            pad(groups).collect()
+        };
+        let s: Vec<&mut [T]> = if row_sums {
+            sums.chunks_mut(sum_chunk).collect()
+        } else {
+            pad(groups).collect()
+        };
+        d.into_par_iter()
+            .zip(s)
+            .enumerate()
+            .for_each_init(fresh, |sc, item| run(item, sc));
     } else {
-        let mut bufs = fresh();
-        for (r, dst) in flat.chunks_mut(inner).enumerate() {
-            let s = row(r, dst, &mut bufs);
-            if row_sums {
-                sums.push(s);
-            }
+        let mut sc = fresh();
+        let d: Box<dyn Iterator<Item = &mut [T]>> = if write {
+            Box::new(dsts.chunks_mut(dst_chunk))
+        } else {
+            Box::new(pad(groups))
+        };
+        let s: Box<dyn Iterator<Item = &mut [T]>> = if row_sums {
+            Box::new(sums.chunks_mut(sum_chunk))
+        } else {
+            Box::new(pad(groups))
+        };
+        for item in d.zip(s).enumerate() {
+            run(item, &mut sc);
         }
     }
     (out, shape, sums)
+}
+
+/// A thread's buffers for [`pass`]: a block per node, where each node's block of values
+/// is (an argument's row or the node's buffer), and each argument's row offset.
+struct Scratch<T> {
+    bufs: Vec<Vec<T>>,
+    src: Vec<*const T>,
+    base: Vec<isize>,
 }
 
 /// The sum of a block, in eight interleaved partial sums so the additions vectorise
@@ -271,10 +339,8 @@ fn block_sum<T: Scalar>(x: &[T]) -> T {
     rest.iter().fold(head, |s, &v| s + v)
 }
 
-/// `out = op(done[xs[0]], done[xs[1]])` over one block (unary ops read `xs[0]` only).
-fn apply<T: Scalar>(op: MapOp, xs: &[usize], done: &[Vec<T>], out: &mut [T]) {
-    let x = &done[xs[0]][..out.len()];
-    let y = xs.get(1).map(|&i| &done[i][..out.len()]);
+/// `out = op(x, y)` over one block (unary ops read `x` only).
+fn apply<T: Scalar>(op: MapOp, x: &[T], y: Option<&[T]>, out: &mut [T]) {
     let un = |out: &mut [T], f: fn(T) -> T| {
         for (o, &a) in out.iter_mut().zip(x) {
             *o = f(a);
@@ -370,7 +436,13 @@ mod tests {
             Node::Apply(MapOp::Sub, vec![0, 1]),
             Node::Apply(MapOp::Exp, vec![2]),
         ];
-        for shape in [[3usize, 5, 7], [16, 64, 40], [4, 0, 3]] {
+        for shape in [
+            [3usize, 5, 7],
+            [16, 64, 40],
+            [4, 0, 3],
+            [3, 16, 5],
+            [2, 600, 3],
+        ] {
             let s = Array3::from_shape_fn(shape, |(i, j, k)| {
                 ((i * 13 + j * 7 + k * 3) % 17) as f64 / 8.0 - 1.0
             })
@@ -379,6 +451,10 @@ mod tests {
             let (sl, ml, out): (&[u32], &[u32], &[u32]) = (&[0, 1, 2], &[0, 1], &[0, 1, 2]);
             let args = [s.view(), m.view()];
             let plain = eval(&nodes, &args, &[sl, ml], out);
+            // Against the step-by-step kernels: short rows share a block, which must not
+            // cross the rows where `m`'s value changes.
+            let diff = map_binary(MapOp::Sub, s.view(), sl, m.view(), ml, out);
+            assert_eq!(plain, map_unary(MapOp::Exp, diff.view()), "{shape:?}");
             for keep in 0..3 {
                 let (value, sum) = eval_with_sum(&nodes, &args, &[sl, ml], out, keep);
                 assert_eq!(value, plain);

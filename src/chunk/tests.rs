@@ -167,9 +167,10 @@ fn chunked_runs_match_the_reference() {
         );
         assert!(cp.tail.is_some(), "a shorter last chunk");
         check("uvw,ijk,zui,zvj->zwk", &e3nn_shapes, dtype, Some(0));
+        // (Three same-shaped factors alone are one pass, with nothing to chunk.)
         check(
-            "bi,bi,bi->b",
-            &[&[13, 5], &[13, 5], &[13, 5]],
+            "bi,bi,bij->bj",
+            &[&[13, 5], &[13, 5], &[13, 5, 3]],
             dtype,
             Some(0),
         );
@@ -182,8 +183,8 @@ fn chunked_runs_match_the_reference() {
         None,
     );
     check(
-        "ib,ib,ib->b",
-        &[&[5, 11], &[5, 11], &[5, 11]],
+        "ib,ib,ibj->bj",
+        &[&[5, 11], &[5, 11], &[5, 11, 3]],
         DType::F64,
         Some(0),
     );
@@ -202,8 +203,8 @@ fn chunked_runs_match_the_reference() {
     );
     // A broadcast length-1 axis is read whole by every chunk; ellipsis operands.
     check_with(
-        "bi,bi,bi->b",
-        &[&[9, 4], &[1, 4], &[9, 4]],
+        "bi,bi,bij->bj",
+        &[&[9, 4], &[1, 4], &[9, 4, 3]],
         DType::F64,
         Some(0),
         Some(4),

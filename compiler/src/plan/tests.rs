@@ -512,3 +512,83 @@ fn the_subtree_that_needs_more_memory_runs_first() {
     assert_eq!(pairs, info.path.pairs);
     assert_eq!(flops, vec![2.0, 3.0, 1.0, 4.0]);
 }
+
+/// The plan's steps other than loads and stores, as their dump names.
+fn step_kinds(plan: &Plan) -> Vec<&'static str> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match s.op {
+            Op::Contract { .. } => Some("contract"),
+            Op::Fused { .. } => Some("fused"),
+            Op::FusedSum { .. } => Some("sum"),
+            Op::Elementwise { .. } => Some("elementwise"),
+            Op::Unary { .. } => Some("unary"),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_product_of_same_shaped_factors_is_one_pass() {
+    let cfg = CompileConfig::default();
+    let compile = |eq: &str, shapes: &[Vec<usize>], dtype: DType, cfg: &CompileConfig| {
+        let dtypes = vec![dtype; shapes.len()];
+        let plan = compile_einsum(eq, shapes, &dtypes, cfg)
+            .expect("compiles")
+            .plan;
+        plan.verify().expect("valid plan");
+        plan
+    };
+    let three = vec![vec![50, 8]; 3];
+    // Summed trailing index: the multiplications and the sum in one pass that writes
+    // nothing but the sum.
+    let plan = compile("bi,bi,bi->b", &three, DType::F32, &cfg);
+    assert_eq!(step_kinds(&plan), ["fused", "sum"]);
+    let text = crate::dump::dump_plan(&plan);
+    assert!(text.contains("mul(mul($0, $1), $2)"), "{text}");
+    // A summed leading index: the pass runs over [m, i] so that the sum keeps a prefix.
+    let plan = compile("im,im,im,im->m", &vec![vec![50, 8]; 4], DType::F64, &cfg);
+    assert_eq!(step_kinds(&plan), ["fused", "sum"]);
+    let pass = plan.steps.iter().find(|s| matches!(s.op, Op::Fused { .. }));
+    let labels = |s: &Step| -> Vec<String> {
+        s.indices
+            .iter()
+            .map(|&i| plan.program.indices[i].name.clone())
+            .collect()
+    };
+    assert_eq!(labels(pass.expect("a pass")), ["m", "i"]);
+    // Nothing summed, transposed factors, a diagonal: one pass after the diagonal.
+    let plan = compile(
+        "ij,ji,ij->ij",
+        &[vec![6, 6], vec![6, 6], vec![6, 6]],
+        DType::F64,
+        &cfg,
+    );
+    assert_eq!(step_kinds(&plan), ["fused"]);
+    let plan = compile(
+        "ij,ij,iij->i",
+        &[vec![6, 5], vec![6, 5], vec![6, 6, 5]],
+        DType::F64,
+        &cfg,
+    );
+    assert_eq!(step_kinds(&plan), ["unary", "fused", "sum"]);
+    // Not of the form: two factors (a batched dot product already reads each once), a
+    // factor with other indices, complex dtypes, another semiring.
+    for (eq, shapes, dtype) in [
+        ("bi,bi->b", vec![vec![50, 8]; 2], DType::F32),
+        ("bi,bi,bj->bj", vec![vec![50, 8]; 3], DType::F32),
+        ("bi,bi,bi->b", three.clone(), DType::C64),
+    ] {
+        let plan = compile(eq, &shapes, dtype, &cfg);
+        assert!(step_kinds(&plan).contains(&"contract"), "{eq} {dtype:?}");
+    }
+    let tropical = CompileConfig {
+        plan: PlanConfig {
+            semiring: Semiring::MaxPlus,
+            ..PlanConfig::default()
+        },
+        ..CompileConfig::default()
+    };
+    let plan = compile("bi,bi,bi->b", &three, DType::F32, &tropical);
+    assert!(step_kinds(&plan).contains(&"contract"));
+}

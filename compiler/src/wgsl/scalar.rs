@@ -174,6 +174,8 @@ pub fn elem(op: ElemOp, xs: &[String], d: DType) -> String {
     let x = &xs[0];
     let m = match op {
         ElemOp::Add => return format!("({x} + {})", xs[1]),
+        ElemOp::Mul if c => return format!("cmul({x}, {})", xs[1]),
+        ElemOp::Mul => return format!("({x} * {})", xs[1]),
         ElemOp::Map(m) => m,
     };
     match (m, c) {
