@@ -285,13 +285,19 @@ impl Builder<'_> {
     /// Except where the executor will compute a step in the buffer of the operand it
     /// consumes (runtime `inplace.rs`): where its computed operands and its result
     /// together exceed the product's largest intermediate plus `slack` (the statement's
-    /// result, held at the end anyway). There the operand takes [`shared_ends`]'s order, so that
+    /// result, held at the end anyway; a result counted with the room its in-place chain
+    /// needs later, when below `FREE_ROOM`, so that a chain that grows runs in place from
+    /// its start). There the operand takes [`shared_ends`]'s order, so that
     /// it shares its leading and trailing labels with the result, whatever its GEMM.
     fn relayout(&mut self, first: usize, slack: f64) {
         let size = |b: &Self, v: ValueId| b.elements(&b.value(v).indices);
         let largest = (first..self.steps.len())
             .map(|k| size(self, ValueId(k as u32)))
             .fold(0.0, f64::max);
+        // Room (elements) each value's buffer needs for the later steps of its in-place
+        // chain that grow it (as the runtime's `inplace::choose` counts it): a step that
+        // writes such a buffer fresh holds the room beside its operands.
+        let mut room = vec![0.0f64; self.steps.len()];
         for c in (first..self.steps.len()).rev() {
             let Op::Contract { lhs, rhs } = self.steps[c].op else {
                 continue;
@@ -301,7 +307,15 @@ impl Builder<'_> {
                 Op::Load { .. } | Op::Const(_) | Op::Arg(_) => 0.0,
                 _ => size(b, v),
             };
-            let holds = held(self, lhs) + held(self, rhs) + size(self, ValueId(c as u32));
+            // Room of at least `FREE_ROOM` costs nothing until written (the runtime gives
+            // its pages back), as the peak model counts it.
+            let own = size(self, ValueId(c as u32));
+            let result = if room[c] - own < memory::FREE_ROOM {
+                own.max(room[c])
+            } else {
+                own
+            };
+            let holds = held(self, lhs) + held(self, rhs) + result;
             let mut consumed: Option<ValueId> = None;
             for v in [lhs, rhs] {
                 let own = v.0 as usize >= first
@@ -320,6 +334,10 @@ impl Builder<'_> {
                     continue;
                 }
                 if consumed == Some(x) {
+                    let need = size(self, ValueId(c as u32)).max(room[c]);
+                    if need > size(self, x) {
+                        room[xi] = room[xi].max(need);
+                    }
                     // The labels `x` carries over from the operand its own step likely
                     // consumes (the larger computed one): kept together at one end, they
                     // let that step run in place too.

@@ -5,7 +5,7 @@
 //! values live in small per-thread buffers instead of whole arrays, and each operation
 //! still runs as a tight loop over a block.
 
-use crate::kernels::{elementwise::sigmoid, MapOp, Scalar};
+use crate::kernels::{elementwise::sigmoid, simd, MapOp, Scalar};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use rayon::prelude::*;
 
@@ -324,8 +324,25 @@ struct Scratch<T> {
 }
 
 /// The sum of a block, in eight interleaved partial sums so the additions vectorise
-/// instead of waiting on each other.
+/// instead of waiting on each other; in AVX2 registers where the CPU has them (the same
+/// additions in the same order, so the same result).
 fn block_sum<T: Scalar>(x: &[T]) -> T {
+    // SAFETY: the wide copy runs only where the CPU has AVX2.
+    unsafe {
+        if simd::avx2() {
+            block_sum_avx2(x)
+        } else {
+            block_sum_body(x)
+        }
+    }
+}
+
+simd::avx2_copy!(unsafe fn block_sum_avx2<T: Scalar>(x: &[T]) -> T = block_sum_body);
+
+/// # Safety
+/// None beyond the caller's (safe) contract; `unsafe` for [`simd::avx2_copy`].
+#[inline(always)]
+unsafe fn block_sum_body<T: Scalar>(x: &[T]) -> T {
     const LANES: usize = 8;
     let mut acc = [T::zero(); LANES];
     let chunks = x.chunks_exact(LANES);
@@ -339,8 +356,30 @@ fn block_sum<T: Scalar>(x: &[T]) -> T {
     rest.iter().fold(head, |s, &v| s + v)
 }
 
-/// `out = op(x, y)` over one block (unary ops read `x` only).
+/// `out = op(x, y)` over one block (unary ops read `x` only); the loops in AVX2
+/// registers where the CPU has them, as [`block_sum`].
 fn apply<T: Scalar>(op: MapOp, x: &[T], y: Option<&[T]>, out: &mut [T]) {
+    // SAFETY: the wide copy runs only where the CPU has AVX2.
+    unsafe {
+        if simd::avx2() {
+            apply_avx2(op, x, y, out)
+        } else {
+            apply_body(op, x, y, out)
+        }
+    }
+}
+
+simd::avx2_copy!(unsafe fn apply_avx2<T: Scalar>(
+    op: MapOp,
+    x: &[T],
+    y: Option<&[T]>,
+    out: &mut [T],
+) = apply_body);
+
+/// # Safety
+/// None beyond the caller's (safe) contract; `unsafe` for [`simd::avx2_copy`].
+#[inline(always)]
+unsafe fn apply_body<T: Scalar>(op: MapOp, x: &[T], y: Option<&[T]>, out: &mut [T]) {
     let un = |out: &mut [T], f: fn(T) -> T| {
         for (o, &a) in out.iter_mut().zip(x) {
             *o = f(a);
@@ -423,6 +462,32 @@ mod tests {
         let want = big.view().permuted_axes(vec![2, 0, 1]).mapv(|x| -x.sqrt());
         assert_eq!(got, want);
         assert_eq!(got.len_of(Axis(0)), 40);
+    }
+
+    /// The AVX2 copies of the block loops give the baseline copies' results bit for bit.
+    #[test]
+    fn the_wide_block_loops_match_the_baseline_bit_for_bit() {
+        if !simd::avx2() {
+            eprintln!("the_wide_block_loops_match_the_baseline_bit_for_bit: no AVX2, skipped");
+            return;
+        }
+        let x: Vec<f32> = (0..253)
+            .map(|i| ((i * 37) % 101) as f32 / 7.0 - 6.0)
+            .collect();
+        let y: Vec<f32> = (0..253)
+            .map(|i| ((i * 11) % 23) as f32 / 3.0 + 0.5)
+            .collect();
+        // SAFETY: the CPU has AVX2 (checked above); the bodies have no other contract.
+        unsafe {
+            assert_eq!(block_sum_avx2(&x).to_bits(), block_sum_body(&x).to_bits());
+            for op in [MapOp::Mul, MapOp::Sub, MapOp::Div, MapOp::Exp, MapOp::Tanh] {
+                let (mut wide, mut base) = (vec![0f32; 253], vec![0f32; 253]);
+                apply_avx2(op, &x, Some(&y), &mut wide);
+                apply_body(op, &x, Some(&y), &mut base);
+                let bits = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&wide), bits(&base), "{op:?}");
+            }
+        }
     }
 
     /// The pass's own sums against the chain's value summed afterwards: every kept

@@ -165,6 +165,33 @@ pub(crate) fn choose(plan: &Plan, last_use: &[usize]) -> Choice {
         capacity: vec![0; n],
         release: false,
     };
+    // The operand step `k` (reading `l` and `r`) can consume in place, and how: one that
+    // dies there, is computed, and shares its ends with the result (the larger of two).
+    let in_place_operand = |k: usize, l: usize, r: usize| -> Option<(usize, InPlace)> {
+        let s = &plan.steps[k];
+        let label_len = |x: u32| p.size(IndexId(x)) as usize;
+        let mut best: Option<(usize, usize, InPlace)> = None;
+        for (operand, a, b) in [(0, l, r), (1, r, l)] {
+            let fits = last_use[a] == k
+                && owned(a)
+                && !matches!(plan.steps[a].op, Op::SliceSum { .. })
+                && plan.steps[a].dtype == s.dtype;
+            if !fits {
+                continue;
+            }
+            let (al, bl) = (
+                ir_labels(&plan.steps[a].indices),
+                ir_labels(&plan.steps[b].indices),
+            );
+            let Some((np, nq)) = split(al, bl, ir_labels(&s.indices), label_len) else {
+                continue;
+            };
+            if best.is_none_or(|(_, bb, _)| bytes(a) > bb) {
+                best = Some((a, bytes(a), InPlace { operand, np, nq }));
+            }
+        }
+        best.map(|(a, _, how)| (a, how))
+    };
     // Buffer capacity (elements) of each live value, as far as known going forwards.
     let mut cap = vec![0usize; n];
     let mut live = vec![0usize; n];
@@ -175,28 +202,7 @@ pub(crate) fn choose(plan: &Plan, last_use: &[usize]) -> Choice {
         if let Op::Contract { lhs, rhs } = s.op {
             let (l, r) = (lhs.0 as usize, rhs.0 as usize);
             if l != r && before + bytes(k) > bound {
-                let label_len = |x: u32| p.size(IndexId(x)) as usize;
-                let mut best: Option<(usize, usize, InPlace)> = None;
-                for (operand, a, b) in [(0, l, r), (1, r, l)] {
-                    let fits = last_use[a] == k
-                        && owned(a)
-                        && !matches!(plan.steps[a].op, Op::SliceSum { .. })
-                        && plan.steps[a].dtype == s.dtype;
-                    if !fits {
-                        continue;
-                    }
-                    let (al, bl) = (
-                        ir_labels(&plan.steps[a].indices),
-                        ir_labels(&plan.steps[b].indices),
-                    );
-                    let Some((np, nq)) = split(al, bl, ir_labels(&s.indices), label_len) else {
-                        continue;
-                    };
-                    if best.is_none_or(|(_, bb, _)| bytes(a) > bb) {
-                        best = Some((a, bytes(a), InPlace { operand, np, nq }));
-                    }
-                }
-                if let Some((a, _, how)) = best {
+                if let Some((a, how)) = in_place_operand(k, l, r) {
                     choice.steps[k] = Some(how);
                     taken = Some(a);
                     cap[k] = cap[a].max(elements(k));
@@ -218,8 +224,25 @@ pub(crate) fn choose(plan: &Plan, last_use: &[usize]) -> Choice {
             }
         }
     }
-    // Backwards: a buffer needs room for every later step of its in-place chain.
+    // Backwards: a buffer needs room for every later step of its in-place chain. A step
+    // that writes such a buffer fresh holds the room beside its operands; where that
+    // alone passes the bound (and the room is too small to give back), it runs in place
+    // too, so that the chain starts (and takes its room) where its operands are inputs
+    // or small (a lattice's sweep grows its boundary from one site to 2^(width+1)
+    // elements, every step in place).
     for k in (0..n).rev() {
+        if choice.steps[k].is_none() && choice.capacity[k] > elements(k) {
+            if let Op::Contract { lhs, rhs } = plan.steps[k].op {
+                let (l, r) = (lhs.0 as usize, rhs.0 as usize);
+                let room = choice.capacity[k] * dtype_size(plan.steps[k].dtype);
+                // Room that can go back to the system until written costs nothing there
+                // (`fit`); the chain may start fresh.
+                let costs = kernels::room_costs(room - bytes(k));
+                if l != r && costs && bytes(l) + bytes(r) + room > bound {
+                    choice.steps[k] = in_place_operand(k, l, r).map(|(_, how)| how);
+                }
+            }
+        }
         let Some(how) = choice.steps[k] else {
             continue;
         };

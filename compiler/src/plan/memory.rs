@@ -34,7 +34,9 @@ impl Builder<'_> {
         if peak <= info.largest_intermediate + slack {
             return info;
         }
-        let max_flops = factor * info.flops;
+        // A small network's time is its steps' fixed costs more than its flops: a few
+        // hundred thousand flops more cost it nothing measurable.
+        let max_flops = (factor * info.flops).max(info.flops + SMALL_EXTRA_FLOPS);
         // Candidates beside the searched tree: its rotations, and sweeps.
         let mut best: Option<(order::PathInfo, f64, &str)> = None;
         let rotated = rotate(&info, inputs, output, sizes, slack, max_flops);
@@ -102,6 +104,13 @@ impl Builder<'_> {
 /// each plan's choice.
 pub const SWEEP_FLOPS: f64 = 2.25;
 
+/// Extra flops a rotated tree or a sweep path may cost whatever `memory_flops` says
+/// (above 1): on the paths suite's 10x10 lattice with bond 2 (3.5e5 flops, 99 steps of
+/// at most 2048 elements) the sweep costs 6.6e5 more, 2.88x, and runs in about the same
+/// time as the searched tree (docs/benchmarks.md), where that tree holds both halves'
+/// boundaries at its end.
+pub const SMALL_EXTRA_FLOPS: f64 = 1e6;
+
 /// The most result elements `info`'s tree holds at once when each node runs first the
 /// child that needs more (as [`low_memory_order`] does) and every step that reads an
 /// intermediate overwrites the larger one it reads (the runtime's in-place steps, where
@@ -144,7 +153,7 @@ fn sethi_ullman(info: &order::PathInfo, n: usize) -> Option<SethiUllman> {
 /// until a step writes it (`inplace::fit`, from 64 KiB up). Smaller room, and the
 /// partial pages at its ends, stay: a room of 16384 f32 elements (64 KiB) keeps at most
 /// two partial pages, an eighth of it.
-const FREE_ROOM: f64 = 16384.0;
+pub(super) const FREE_ROOM: f64 = 16384.0;
 
 /// [`sethi_ullman`]'s peaks on a tree given by the `children` of each node (entries of
 /// the inputs, ids below `n`, unused), the `size` of each node's result (0 for the

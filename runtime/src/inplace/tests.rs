@@ -387,6 +387,32 @@ fn odd_lattices_stay_within_the_largest_intermediate() {
     assert!(over.is_empty(), "{over:#?}");
 }
 
+/// Even-width lattices with bond 2: the searched tree's largest intermediate is one
+/// half's boundary and its last step holds both halves, so the planner takes a sweep
+/// (within `SMALL_EXTRA_FLOPS` more flops), whose boundary grows to one leg more than a
+/// row; every step of its chains runs in place, from the first, which reads inputs
+/// only, so that the room of the chain's largest boundary is never held beside another
+/// boundary.
+#[test]
+fn even_lattices_with_bond_two_sweep_within_the_largest_intermediate() {
+    let mut over = Vec::new();
+    for l in [6, 8, 10] {
+        let (eq, shapes) = lattice(l, 2);
+        for dtype in [DType::F32, DType::F64] {
+            let (got, peak, bound, steps) = run(&eq, &shapes, dtype, InPlaceMode::Auto);
+            if peak > bound {
+                over.push(format!(
+                    "{l}x{l} bond 2 {dtype:?}: {peak} ({steps} in place) against {bound}"
+                ));
+            }
+            let (want, ..) = run(&eq, &shapes, dtype, InPlaceMode::Never);
+            let (g, w) = (got.as_c128().sum(), want.as_c128().sum());
+            assert!((g - w).norm() <= 1e-4 * w.norm(), "{l}x{l}: {g} vs {w}");
+        }
+    }
+    assert!(over.is_empty(), "{over:#?}");
+}
+
 #[test]
 fn results_match_the_oracle() {
     let (eq, shapes) = mps_norm(4, 3);
