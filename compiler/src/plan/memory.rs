@@ -106,8 +106,8 @@ pub const SWEEP_FLOPS: f64 = 2.25;
 
 /// Extra flops a rotated tree or a sweep path may cost whatever `memory_flops` says
 /// (above 1): on the paths suite's 10x10 lattice with bond 2 (3.5e5 flops, 99 steps of
-/// at most 2048 elements) the sweep costs 6.6e5 more, 2.88x, and runs in about the same
-/// time as the searched tree (docs/benchmarks.md), where that tree holds both halves'
+/// at most 2048 elements) the sweep costs 6.6e5 more, 2.88x the flops but 1.25x the time
+/// (0.68 → 0.85 ms, docs/benchmarks.md), where the searched tree holds both halves'
 /// boundaries at its end.
 pub const SMALL_EXTRA_FLOPS: f64 = 1e6;
 
