@@ -271,11 +271,10 @@ fn pass<T: Scalar>(
         .as_mut()
         .map(|o| o.as_slice_mut().expect("a new array is in standard layout"));
     // Every group's slice of the value and of the sums (empty where not kept).
-    let (sum_chunk, dst_chunk) = (if row_sums { group } else { usize::MAX }, group * inner);
     let mut none: [T; 0] = [];
     let dsts: &mut [T] = flat.unwrap_or(&mut none);
     let groups = rows.div_ceil(group);
-    let run = |(g, (dst, sums)): (usize, (&mut [T], &mut [T])), sc: &mut Scratch<T>| {
+    let eval_group = |(g, (dst, sums)): (usize, (&mut [T], &mut [T])), sc: &mut Scratch<T>| {
         let first = g * group;
         rows_at(first, group.min(rows - first), dst, sums, sc);
     };
@@ -283,33 +282,33 @@ fn pass<T: Scalar>(
     let pad = |n: usize| std::iter::repeat_with(|| &mut [][..]).take(n);
     if total >= PARALLEL_ELEMENTS {
         let d: Vec<&mut [T]> = if write {
-            dsts.chunks_mut(dst_chunk).collect()
+            dsts.chunks_mut(group * inner).collect()
         } else {
             pad(groups).collect()
         };
         let s: Vec<&mut [T]> = if row_sums {
-            sums.chunks_mut(sum_chunk).collect()
+            sums.chunks_mut(group).collect()
         } else {
             pad(groups).collect()
         };
         d.into_par_iter()
             .zip(s)
             .enumerate()
-            .for_each_init(fresh, |sc, item| run(item, sc));
+            .for_each_init(fresh, |sc, item| eval_group(item, sc));
     } else {
         let mut sc = fresh();
         let d: Box<dyn Iterator<Item = &mut [T]>> = if write {
-            Box::new(dsts.chunks_mut(dst_chunk))
+            Box::new(dsts.chunks_mut(group * inner))
         } else {
             Box::new(pad(groups))
         };
         let s: Box<dyn Iterator<Item = &mut [T]>> = if row_sums {
-            Box::new(sums.chunks_mut(sum_chunk))
+            Box::new(sums.chunks_mut(group))
         } else {
             Box::new(pad(groups))
         };
         for item in d.zip(s).enumerate() {
-            run(item, &mut sc);
+            eval_group(item, &mut sc);
         }
     }
     (out, shape, sums)
