@@ -310,8 +310,9 @@ impl Builder<'_> {
             // Room of at least `FREE_ROOM` costs nothing until written (the runtime gives
             // its pages back), as the peak model counts it.
             let own = size(self, ValueId(c as u32));
-            let result = if room[c] - own < memory::FREE_ROOM {
-                own.max(room[c])
+            let full = own.max(room[c]);
+            let result = if full - own < memory::FREE_ROOM {
+                full
             } else {
                 own
             };
@@ -334,9 +335,8 @@ impl Builder<'_> {
                     continue;
                 }
                 if consumed == Some(x) {
-                    let need = size(self, ValueId(c as u32)).max(room[c]);
-                    if need > size(self, x) {
-                        room[xi] = room[xi].max(need);
+                    if full > size(self, x) {
+                        room[xi] = room[xi].max(full);
                     }
                     // The labels `x` carries over from the operand its own step likely
                     // consumes (the larger computed one): kept together at one end, they
@@ -546,8 +546,7 @@ impl Builder<'_> {
         }
         if let [(v, keep, needs_unary)] = prep.as_slice() {
             return Ok(if *needs_unary {
-                let flops = self.elements(&dedup(&self.value(*v).indices));
-                self.push(Op::Unary { arg: *v }, keep.clone(), dtype, flops)
+                self.reduce_factor(*v, keep, dtype)
             } else {
                 *v
             });
@@ -605,11 +604,7 @@ impl Builder<'_> {
         for (v, keep, needs_unary) in &prep {
             let inner = *needs_unary && keep.iter().any(|i| sliced.contains(i));
             if *needs_unary && !inner {
-                let flops = self.elements(&dedup(&self.value(*v).indices));
-                args.push((
-                    self.push(Op::Unary { arg: *v }, keep.clone(), dtype, flops),
-                    false,
-                ));
+                args.push((self.reduce_factor(*v, keep, dtype), false));
             } else {
                 args.push((*v, inner));
             }
@@ -692,6 +687,13 @@ impl Builder<'_> {
 }
 
 impl Builder<'_> {
+    /// A factor's unary step before its product: its diagonal, its indices summed by
+    /// the product and used by no other factor, its dtype; `keep` is what stays.
+    fn reduce_factor(&mut self, v: ValueId, keep: &[IndexId], dtype: DType) -> ValueId {
+        let flops = self.elements(&dedup(&self.value(v).indices));
+        self.push(Op::Unary { arg: v }, keep.to_vec(), dtype, flops)
+    }
+
     /// A product of at least three factors that all hold the same indices once reduced
     /// (`bi,bi,bi->b`) as one elementwise pass: a chain of multiplications, which
     /// `fuse_elementwise` makes one `Fused` step, and, where the product sums some of
@@ -729,8 +731,7 @@ impl Builder<'_> {
         let mut args = Vec::with_capacity(prep.len());
         for (v, keep, needs_unary) in prep {
             args.push(if *needs_unary {
-                let flops = self.elements(&dedup(&self.value(*v).indices));
-                self.push(Op::Unary { arg: *v }, keep.clone(), dtype, flops)
+                self.reduce_factor(*v, keep, dtype)
             } else {
                 *v
             });

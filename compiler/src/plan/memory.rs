@@ -97,11 +97,11 @@ impl Builder<'_> {
 /// suite's open chains. Around a ring (a periodic MPS) the sweep from a site's ket and
 /// bra costs 1.48x on the paths suite's 30 sites with bond 16 and 1.72-2.17x on the
 /// smaller rings of `inplace::tests`; those rings set this factor. On the paths suite's
-/// lattices a sweep costs 1.74x (5x5, bond 8), 2.22x (10x10, bond 4) and 2.81x (10x10,
-/// bond 2), where rotations fit the bound for 1.06x and 1.04x (not the bond-2 lattice,
-/// whose two halves' boundaries are each its largest intermediate, and whose sweep the
-/// executor does not keep within it). `cargo run --release --example sweep_cost` prints
-/// each plan's choice.
+/// lattices a sweep costs 1.74x (5x5, bond 8) and 2.22x (10x10, bond 4), where rotations
+/// fit the bound for 1.06x and 1.04x; on the bond-2 10x10 lattice, whose two halves'
+/// boundaries are each its largest intermediate, the sweep (2.88x: `einc run
+/// --memory-flops 3 --stats`) is taken through [`SMALL_EXTRA_FLOPS`]. `cargo run
+/// --release --example sweep_cost` prints each plan's choice.
 pub const SWEEP_FLOPS: f64 = 2.25;
 
 /// Extra flops a rotated tree or a sweep path may cost whatever `memory_flops` says
