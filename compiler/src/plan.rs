@@ -329,6 +329,14 @@ impl Builder<'_> {
                     consumed = Some(v);
                 }
             }
+            if consumed.is_none() && c + 1 == self.steps.len() {
+                let len = |i: IndexId| self.p.size(i) as f64;
+                if let Some(t) = orient::turn(&self.steps, c, first, len) {
+                    self.steps[t.x].indices = t.x_indices;
+                    self.steps[c].indices = t.result;
+                    continue;
+                }
+            }
             for (x, other) in [(lhs, rhs), (rhs, lhs)] {
                 let xi = x.0 as usize;
                 if xi < first {
@@ -361,9 +369,9 @@ impl Builder<'_> {
                     self.steps[xi].indices = new;
                     continue;
                 }
-                let Op::Contract { lhs: pl, rhs: pr } = self.steps[xi].op else {
+                if !matches!(self.steps[xi].op, Op::Contract { .. }) {
                     continue;
-                };
+                }
                 let cur = &self.steps[xi].indices;
                 let (out, oth) = (
                     &self.steps[c].indices,
@@ -378,18 +386,7 @@ impl Builder<'_> {
                 if new == *cur || (cur.iter().any(|i| !out.contains(i)) && gemm_ready(cur, out)) {
                     continue;
                 }
-                let (l, r) = (
-                    &self.steps[pl.0 as usize].indices,
-                    &self.steps[pr.0 as usize].indices,
-                );
-                let class = |i: &IndexId| (l.contains(i), r.contains(i));
-                let mut runs: Vec<(bool, bool)> = Vec::new();
-                for i in &new {
-                    if runs.last() != Some(&class(i)) {
-                        runs.push(class(i));
-                    }
-                }
-                if runs.iter().enumerate().all(|(k, r)| !runs[..k].contains(r)) {
+                if orient::keeps_classes(&self.steps, xi, &new) {
                     self.steps[xi].indices = new;
                 }
             }
@@ -973,6 +970,7 @@ impl Plan {
 mod constants;
 mod fuse;
 mod memory;
+mod orient;
 mod rotate;
 #[cfg(test)]
 mod tests;
