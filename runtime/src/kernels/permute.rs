@@ -50,7 +50,13 @@ pub fn to_standard<T: Scalar>(v: ArrayViewD<T>) -> ArrayD<T> {
     }
     let src = v.as_ptr();
     let threads = rayon::current_num_threads();
-    let bytes = v.len() * std::mem::size_of::<T>();
+    // Source bytes the copy moves: a line per element where the innermost axis steps by
+    // a line or more (a diagonal: `jkk->jk` reads 64 B for each 4 B it keeps), so that
+    // such a gather, bound by memory latency, is split over threads as early as a plain
+    // copy of as many lines (trace_diag's jkk diagonal: 32K elements, 2 MiB of lines).
+    let size = std::mem::size_of::<T>();
+    let step = dims.last().map_or(1, |d| d.1.unsigned_abs());
+    let bytes = v.len() * (step * size).clamp(size, LINE.max(size));
     let fill = |dst: *mut T| {
         if threads > 1 && bytes >= PAR_COPY_BYTES && dims.len() >= 2 && dims[0].0 >= 2 * threads {
             // Split the first output axis over the pool: a permuting copy is bound by
@@ -87,7 +93,7 @@ pub fn to_standard<T: Scalar>(v: ArrayViewD<T>) -> ArrayD<T> {
     unsafe { alloc::uninit(&shape, fill) }
 }
 
-/// Copies of at least this many bytes are split over threads.
+/// Copies that move at least this many source bytes are split over threads.
 const PAR_COPY_BYTES: usize = 1 << 20;
 
 /// Writes the elements `src + Σ i_a·dims[a].1` to `dst` in row-major order over `dims`,
@@ -359,6 +365,14 @@ mod tests {
                 assert_eq!(diag, want);
                 let diag_t = crate::kernels::unary::unary(d.view(), &[0, 1, 1], &[1, 0]);
                 assert_eq!(diag_t, want.t().into_owned().into_dyn());
+                // A line per element (step 17 × 4 B): 19200 elements move 1.2 MB of
+                // lines, so the gather is split over the threads.
+                let g = Array::from_shape_fn(IxDyn(&[64, 17 * 300]), |ix| {
+                    (ix[0] * 10000 + ix[1]) as f32
+                });
+                let v = g.slice_axis(Axis(1), Slice::new(0, None, 17));
+                assert!(v.len() * LINE >= PAR_COPY_BYTES);
+                assert_eq!(to_standard(v.clone()), v.as_standard_layout().into_owned());
             });
         }
     }
