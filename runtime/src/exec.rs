@@ -471,15 +471,30 @@ fn run_plan<'a>(
                 }
                 Op::Unary { arg } => {
                     let a = get(arg)?;
-                    let r = kernels::with_capacity(elems, room, || {
-                        with_dtype(s.dtype, &[a.view()], unary_step(semi, labels(arg), out_idx))
-                    });
-                    Slot::Owned(Arc::new(with_room(
-                        r,
-                        room > elems,
-                        in_place.release,
-                        &mut spare[k],
-                    )))
+                    // A diagonal of an input that keeps a unit-stride axis is a view of
+                    // it: the consumer reads its rows where they are (trace_diag's
+                    // `iij->ij`: 512 rows of 64) instead of a copy. One with no unit
+                    // stride (`jkk->jk`: a line per element) is still gathered: the
+                    // copy runs on all threads, a GEMM's packing of the view on one.
+                    let diagonal = match a {
+                        Slot::View(v) if v.dtype() == s.dtype && room <= elems => v
+                            .diagonal(labels(arg), out_idx)
+                            .filter(|d| d.strides().contains(&1)),
+                        _ => None,
+                    };
+                    if let Some(d) = diagonal {
+                        Slot::View(d)
+                    } else {
+                        let r = kernels::with_capacity(elems, room, || {
+                            with_dtype(s.dtype, &[a.view()], unary_step(semi, labels(arg), out_idx))
+                        });
+                        Slot::Owned(Arc::new(with_room(
+                            r,
+                            room > elems,
+                            in_place.release,
+                            &mut spare[k],
+                        )))
+                    }
                 }
                 Op::Contract { lhs, rhs } => {
                     let (a, b) = (get(lhs)?, get(rhs)?);
