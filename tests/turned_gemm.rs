@@ -116,6 +116,10 @@ fn small_or_already_nn_products_keep_their_layout() {
         &[vec![64, 8], vec![64, 8, 8], vec![64, 8]],
         false,
     );
+    // Complex: the turn's gain was measured on real GEMMs only.
+    let shapes = [vec![64, 16], vec![64, 16, 16], vec![64, 16]];
+    let expr = einc::compile("ik,jkl,il->ij", &shapes, &[DType::C64; 3]).expect("compiles");
+    assert!(!turned(&expr.compiled().plan), "complex turned");
     // The input has its summed labels first: the plain order is NN already.
     check(
         "ik,klj,il->ij",

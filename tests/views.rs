@@ -163,5 +163,21 @@ fn diagonals_read_in_place_by_later_steps_match_the_reference() {
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-9 * w.abs().max(1.0), "{eq}: {g} vs {w}");
         }
+        // The diagonal step holds no bytes of its own: it was a view.
+        let tviews: Vec<TensorView<'_>> =
+            arrays.iter().map(|a| TensorView::F64(a.view())).collect();
+        let (_, stats) = expr
+            .clone()
+            .with_options(einc::ExecOptions {
+                collect_stats: true,
+                ..einc::ExecOptions::default()
+            })
+            .run_with_stats(&tviews)
+            .expect("runs");
+        let plan = &expr.compiled().plan;
+        let viewed = stats.steps.iter().any(|&(k, _, _, bytes)| {
+            matches!(plan.steps[k].op, einc_compiler::plan::Op::Unary { .. }) && bytes == 0
+        });
+        assert!(viewed, "{eq}: no diagonal was passed on as a view");
     }
 }

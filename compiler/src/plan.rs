@@ -182,7 +182,8 @@ pub fn plan(p: &Program, cfg: &PlanConfig) -> Result<Plan, PlanError> {
     for s in &p.stmts {
         let dtype = p.tensors[s.target].dtype;
         // The statement's root product writes its last contraction straight in the
-        // left-hand side's order, saving a permutation pass over the result.
+        // left-hand side's order, saving a permutation pass over the result (unless
+        // `orient::turn` lays it out for its GEMM; then this permutes it).
         b.root = Some((s.value, s.indices.clone()));
         let v = b.expr(s.value)?;
         let v = b.permute(v, &s.indices, dtype);
@@ -289,7 +290,11 @@ impl Builder<'_> {
     /// needs later, when below `FREE_ROOM`, so that a chain that grows runs in place from
     /// its start). There the operand takes [`shared_ends`]'s order, so that
     /// it shares its leading and trailing labels with the result, whatever its GEMM.
-    fn relayout(&mut self, first: usize, slack: f64) {
+    ///
+    /// And except for the last step of a statement's root product (`root`), which
+    /// [`orient::turn`] may lay out, with its operand, for an NN GEMM; the statement's
+    /// closing permutation then puts the result in the wanted order.
+    fn relayout(&mut self, first: usize, slack: f64, root: bool) {
         let size = |b: &Self, v: ValueId| b.elements(&b.value(v).indices);
         let largest = (first..self.steps.len())
             .map(|k| size(self, ValueId(k as u32)))
@@ -329,7 +334,11 @@ impl Builder<'_> {
                     consumed = Some(v);
                 }
             }
-            if consumed.is_none() && c + 1 == self.steps.len() {
+            // The turn's gain was measured on real sum-product GEMMs; the other semirings'
+            // kernels copy operands to standard order anyway.
+            let gemm = self.cfg.semiring == Semiring::SumProduct
+                && matches!(self.steps[c].dtype, DType::F32 | DType::F64);
+            if root && gemm && consumed.is_none() && c + 1 == self.steps.len() {
                 let len = |i: IndexId| self.p.size(i) as f64;
                 if let Some(t) = orient::turn(&self.steps, c, first, len) {
                     self.steps[t.x].indices = t.x_indices;
@@ -654,7 +663,8 @@ impl Builder<'_> {
                     keep.push(*i);
                 }
             }
-            // The last contraction of a statement's root writes in the wanted order.
+            // The last contraction of a statement's root writes in the wanted order
+            // (unless `relayout` turns it).
             if live.is_empty() {
                 if let Some(w) = want {
                     if w.len() == keep.len() && w.iter().all(|i| keep.contains(i)) {
@@ -670,7 +680,7 @@ impl Builder<'_> {
             [v] => *v,
             _ => return Err(PlanError("order search returned an incomplete path".into())),
         };
-        self.relayout(first_pair, slack);
+        self.relayout(first_pair, slack, want.is_some());
         let Some(saved) = outer else {
             return Ok(v);
         };

@@ -156,6 +156,11 @@ fn main() {
         // Long sums on small results: bilinear's `ikl,jkl->ij` step is NT 256×4096×256.
         ("long k", 256, 4096, 256, false),
         ("long k NT", 256, 4096, 256, true),
+        // The same with a stored [k, m]. Bilinear's product as planned before
+        // `plan/orient.rs` is "long k NT" and turned it is "long k" (NN); "TN long k NT"
+        // is its intermediate laid out [K, i] without turning the result.
+        ("TN long k", 256, 4096, 256, false),
+        ("TN long k NT", 256, 4096, 256, true),
         ("long k NT", 64, 1024, 64, true),
         ("long k NT", 512, 1024, 512, true),
         ("long k NT", 1024, 1024, 1024, true),

@@ -476,10 +476,18 @@ fn run_plan<'a>(
                     // `iij->ij`: 512 rows of 64) instead of a copy. One with no unit
                     // stride (`jkk->jk`: a line per element) is still gathered: the
                     // copy runs on all threads, a GEMM's packing of the view on one.
+                    // `inplace::choose` still counts the diagonal as a buffer: a step it
+                    // picked to consume one writes a fresh result instead, never holding
+                    // more than the model counted.
                     let diagonal = match a {
-                        Slot::View(v) if v.dtype() == s.dtype && room <= elems => v
-                            .diagonal(labels(arg), out_idx)
-                            .filter(|d| d.strides().contains(&1)),
+                        Slot::View(v) if v.dtype() == s.dtype && room <= elems => {
+                            v.diagonal(labels(arg), out_idx).filter(|d| {
+                                d.shape()
+                                    .iter()
+                                    .zip(d.strides())
+                                    .any(|(&n, &s)| n > 1 && s == 1)
+                            })
+                        }
                         _ => None,
                     };
                     if let Some(d) = diagonal {

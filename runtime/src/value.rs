@@ -166,7 +166,7 @@ impl<'a> TensorView<'a> {
     }
 
     /// The element strides of the view's axes.
-    pub fn strides(&self) -> &[isize] {
+    pub(crate) fn strides(&self) -> &[isize] {
         match self {
             TensorView::F32(a) => a.strides(),
             TensorView::F64(a) => a.strides(),
@@ -177,8 +177,9 @@ impl<'a> TensorView<'a> {
 
     /// The diagonal of this view (labels `idx`, some of them repeated) as a view of the
     /// same data, its axes in `out` order: what a unary step that only takes a diagonal
-    /// (`jkk->jk`) computes, without the gather. `None` where `idx` repeats no label or
-    /// `out` is not exactly its distinct labels (a sum or a broadcast).
+    /// (`jkk->jk`) computes, without the gather. `None` where `idx` repeats no label,
+    /// `out` is not exactly its distinct labels (a sum or a broadcast), or `idx` does not
+    /// label every axis.
     pub(crate) fn diagonal(&self, idx: &[u32], out: &[u32]) -> Option<TensorView<'a>> {
         let mut distinct: Vec<u32> = Vec::with_capacity(idx.len());
         for &l in idx {

@@ -415,22 +415,8 @@ fn broadcast_product<T: Scalar>(
         in_output_order(a, a_idx, out_idx, out_shape),
         in_output_order(b, b_idx, out_idx, out_shape),
     );
-    let a_view;
-    let (a, a_idx) = match &a_copy {
-        Some((v, idx)) => {
-            a_view = v.view();
-            (&a_view, &idx[..])
-        }
-        None => (a, a_idx),
-    };
-    let b_view;
-    let (b, b_idx) = match &b_copy {
-        Some((v, idx)) => {
-            b_view = v.view();
-            (&b_view, &idx[..])
-        }
-        None => (b, b_idx),
-    };
+    let ((a, a_idx), (b, b_idx)) = (copied(a, a_idx, &a_copy), copied(b, b_idx, &b_copy));
+    let (a, b) = (&a, &b);
     let dst_strides = standard_strides(out_shape);
     let stride_of = |v: &ArrayViewD<T>, idx: &[u32], l: u32| {
         idx.iter()
@@ -466,7 +452,8 @@ const SMALL_OPERAND: usize = 8;
 
 /// `v` copied into the output's axis order (its labels sorted by their place in
 /// `out_idx`), where the output's innermost axis would read it with a stride other than
-/// 0 or 1 and it holds at most 1/[`SMALL_OPERAND`] of the output's elements.
+/// 0 or 1 (a negative one too) and it holds at most 1/[`SMALL_OPERAND`] of the output's
+/// elements.
 fn in_output_order<T: Scalar>(
     v: &ArrayViewD<T>,
     idx: &[u32],
@@ -476,13 +463,25 @@ fn in_output_order<T: Scalar>(
     let last = *out_idx.last()?;
     let p = idx.iter().position(|&l| l == last)?;
     let out_len: usize = out_shape.iter().product();
-    if v.shape()[p] < 2 || v.strides()[p] == 1 || v.len() * SMALL_OPERAND > out_len {
+    if v.shape()[p] < 2 || matches!(v.strides()[p], 0 | 1) || v.len() * SMALL_OPERAND > out_len {
         return None;
     }
     // Contracted labels of length 1 (not in the output) go last; they are fixed at 0.
     let mut sorted = idx.to_vec();
     sorted.sort_by_key(|l| out_idx.iter().position(|x| x == l).unwrap_or(out_idx.len()));
     Some((unary(v.view(), idx, &sorted), sorted))
+}
+
+/// The copy [`in_output_order`] made, where it made one, else the operand itself.
+fn copied<'v, T>(
+    v: &ArrayViewD<'v, T>,
+    idx: &'v [u32],
+    copy: &'v Option<(ArrayD<T>, Vec<u32>)>,
+) -> (ArrayViewD<'v, T>, &'v [u32]) {
+    match copy {
+        Some((c, i)) => (c.view(), i),
+        None => (v.clone(), idx),
+    }
 }
 
 /// Pointers shared by the threads of [`product_rows`].

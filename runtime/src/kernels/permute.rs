@@ -50,13 +50,18 @@ pub fn to_standard<T: Scalar>(v: ArrayViewD<T>) -> ArrayD<T> {
     }
     let src = v.as_ptr();
     let threads = rayon::current_num_threads();
-    // Source bytes the copy moves: a line per element where the innermost axis steps by
-    // a line or more (a diagonal: `jkk->jk` reads 64 B for each 4 B it keeps), so that
-    // such a gather, bound by memory latency, is split over threads as early as a plain
-    // copy of as many lines (trace_diag's jkk diagonal: 32K elements, 2 MiB of lines).
+    // Source bytes the copy moves: a line per element where `copy_dims` gathers (no axis
+    // steps by less than a line: a diagonal, `jkk->jk`, reads 64 B for each 4 B it
+    // keeps), so that such a gather, bound by memory latency, is split over threads as
+    // early as a plain copy of as many lines (trace_diag's jkk diagonal: 32K elements,
+    // 2 MiB of lines). A transpose's tiles reuse each line: its bytes are its elements'.
     let size = std::mem::size_of::<T>();
-    let step = dims.last().map_or(1, |d| d.1.unsigned_abs());
-    let bytes = v.len() * (step * size).clamp(size, LINE.max(size));
+    let bytes = v.len()
+        * if gathers::<T>(&dims) {
+            LINE.max(size)
+        } else {
+            size
+        };
     let fill = |dst: *mut T| {
         if threads > 1 && bytes >= PAR_COPY_BYTES && dims.len() >= 2 && dims[0].0 >= 2 * threads {
             // Split the first output axis over the pool: a permuting copy is bound by
@@ -122,7 +127,7 @@ unsafe fn copy_dims<T: Copy>(src: *const T, dst: *mut T, dims: &[(usize, isize)]
             // consecutive rows come from far apart. Tile the other axes as below, moving a
             // whole row per element.
             tiled(src, dst, &dims[..r - 1], dims[r - 1].0);
-        } else if r == 1 || !shares_lines::<T>(&dims[..r - 1]) {
+        } else if gathers::<T>(dims) {
             // Every source element on its own cache line (a diagonal such as `jkk->jk`, a
             // stepped view): tiles would reuse nothing and only spread the reads over more
             // pages at once, so gather in output order, rows along the last axis.
@@ -138,6 +143,15 @@ const SHORT_ROW: usize = 16;
 
 /// Bytes of a cache line.
 const LINE: usize = 64;
+
+/// Whether [`copy_dims`] gathers `dims` element by element: the innermost axis is not
+/// unit-stride and no other steps by less than a cache line.
+fn gathers<T>(dims: &[(usize, isize)]) -> bool {
+    match dims.split_last() {
+        Some((last, outer)) => last.1 != 1 && (outer.is_empty() || !shares_lines::<T>(outer)),
+        None => false,
+    }
+}
 
 /// Whether some axis of `outer` steps by less than a cache line, so that a tile along it
 /// reads each source line more than once (what makes [`tiled`] pay).
@@ -366,12 +380,17 @@ mod tests {
                 let diag_t = crate::kernels::unary::unary(d.view(), &[0, 1, 1], &[1, 0]);
                 assert_eq!(diag_t, want.t().into_owned().into_dyn());
                 // A line per element (step 17 × 4 B): 19200 elements move 1.2 MB of
-                // lines, so the gather is split over the threads.
+                // lines, so the gather takes the split path (checked against ndarray there).
                 let g = Array::from_shape_fn(IxDyn(&[64, 17 * 300]), |ix| {
                     (ix[0] * 10000 + ix[1]) as f32
                 });
                 let v = g.slice_axis(Axis(1), Slice::new(0, None, 17));
-                assert!(v.len() * LINE >= PAR_COPY_BYTES);
+                let dims = [(64, 17 * 300), (300, 17)];
+                assert!(gathers::<f32>(&dims) && v.len() * LINE >= PAR_COPY_BYTES);
+                assert!(
+                    !gathers::<f32>(&[(256, 1), (256, 256)]),
+                    "a transpose is tiled"
+                );
                 assert_eq!(to_standard(v.clone()), v.as_standard_layout().into_owned());
             });
         }
