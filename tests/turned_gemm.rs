@@ -7,10 +7,9 @@
 
 use einc::{DType, TensorData};
 use einc_compiler::plan::{Op, Plan};
-use einc_runtime::reference::reference_einsum_f64;
 
 mod common;
-use common::{arrays, assert_close, labelled};
+use common::{arrays, assert_close, reference};
 
 /// Whether the plan's last contraction reads an intermediate laid out summed labels first.
 fn turned(plan: &Plan) -> bool {
@@ -32,22 +31,9 @@ fn turned(plan: &Plan) -> bool {
     })
 }
 
-fn labels(eq: &str) -> (Vec<Vec<u32>>, Vec<u32>) {
-    let (ins, out) = eq.split_once("->").expect("explicit output");
-    let l = |s: &str| s.bytes().map(u32::from).collect::<Vec<u32>>();
-    (ins.split(',').map(l).collect(), l(out))
-}
-
 fn check(eq: &str, shapes: &[Vec<usize>], want_turned: bool) {
-    let (ins, out) = labels(eq);
     let arrays = arrays(shapes);
-    let mut sizes = std::collections::BTreeMap::new();
-    for (l, s) in ins.iter().zip(shapes) {
-        for (&c, &n) in l.iter().zip(s) {
-            sizes.insert(c, n);
-        }
-    }
-    let want = reference_einsum_f64(&labelled(&arrays, &ins), &out, &sizes);
+    let want = reference(eq, &arrays);
     for dtype in [DType::F64, DType::F32] {
         let expr = einc::compile(eq, shapes, &vec![dtype; shapes.len()]).expect("compiles");
         assert_eq!(

@@ -5,6 +5,8 @@ use einc::{DType, TensorCow, TensorView};
 use ndarray::{ArrayD, IxDyn, ShapeBuilder, Slice};
 use num_complex::Complex64;
 
+mod common;
+
 fn arange(shape: &[usize]) -> ArrayD<f64> {
     let n: usize = shape.iter().product();
     ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(|x| x as f64 * 0.5 - 3.0).collect())
@@ -127,7 +129,6 @@ fn dyn_views_keep_dtype_and_check_shapes() {
 /// elements as a copy would give them.
 #[test]
 fn diagonals_read_in_place_by_later_steps_match_the_reference() {
-    use einc_runtime::reference::reference_einsum_f64;
     let cases: [(&str, &[&[usize]]); 5] = [
         ("iij,jkk->ik", &[&[9, 9, 7], &[7, 5, 5]]),
         ("iij,jk->ik", &[&[33, 33, 20], &[20, 17]]),
@@ -137,24 +138,7 @@ fn diagonals_read_in_place_by_later_steps_match_the_reference() {
     ];
     for (eq, shapes) in cases {
         let arrays: Vec<ArrayD<f64>> = shapes.iter().map(|s| arange(s)).collect();
-        let (ins, out) = eq.split_once("->").expect("explicit");
-        let labels: Vec<Vec<u32>> = ins
-            .split(',')
-            .map(|s| s.bytes().map(u32::from).collect())
-            .collect();
-        let out: Vec<u32> = out.bytes().map(u32::from).collect();
-        let mut sizes = std::collections::BTreeMap::new();
-        for (l, s) in labels.iter().zip(shapes) {
-            for (&c, &n) in l.iter().zip(s.iter()) {
-                sizes.insert(c, n);
-            }
-        }
-        let ops: Vec<_> = arrays
-            .iter()
-            .zip(&labels)
-            .map(|(a, l)| (a.view(), l.clone()))
-            .collect();
-        let want = reference_einsum_f64(&ops, &out, &sizes);
+        let want = common::reference(eq, &arrays);
         let shapes: Vec<Vec<usize>> = shapes.iter().map(|s| s.to_vec()).collect();
         let expr = einc::compile(eq, &shapes, &vec![DType::F64; shapes.len()]).expect("compiles");
         let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();

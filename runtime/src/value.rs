@@ -177,36 +177,18 @@ impl<'a> TensorView<'a> {
 
     /// The diagonal of this view (labels `idx`, some of them repeated) as a view of the
     /// same data, its axes in `out` order: what a unary step that only takes a diagonal
-    /// (`jkk->jk`) computes, without the gather. `None` where `idx` repeats no label,
-    /// `out` is not exactly its distinct labels (a sum or a broadcast), or `idx` does not
-    /// label every axis.
+    /// (`jkk->jk`) computes, without the gather ([`Self::relabel`] with each output
+    /// label's axes). `None` where `idx` repeats no label, or where `out` is not exactly
+    /// its distinct labels (a sum or a broadcast) or `idx` does not label every axis.
     pub(crate) fn diagonal(&self, idx: &[u32], out: &[u32]) -> Option<TensorView<'a>> {
-        let mut distinct: Vec<u32> = Vec::with_capacity(idx.len());
-        for &l in idx {
-            if !distinct.contains(&l) {
-                distinct.push(l);
-            }
-        }
-        let same = out.len() == distinct.len() && distinct.iter().all(|l| out.contains(l));
-        if distinct.len() == idx.len() || !same || idx.len() != self.shape().len() {
+        let axes: Vec<Vec<usize>> = out
+            .iter()
+            .map(|l| (0..idx.len()).filter(|&p| idx[p] == *l).collect())
+            .collect();
+        if axes.iter().all(|g| g.len() < 2) {
             return None;
         }
-        let perm: Vec<usize> = out
-            .iter()
-            .map(|l| distinct.iter().position(|x| x == l))
-            .collect::<Option<_>>()?;
-        macro_rules! diag {
-            ($variant:ident, $a:expr) => {{
-                let (d, _) = crate::kernels::unary::diagonal_view($a.clone(), idx);
-                TensorView::$variant(d.permuted_axes(perm))
-            }};
-        }
-        Some(match self {
-            TensorView::F32(a) => diag!(F32, a),
-            TensorView::F64(a) => diag!(F64, a),
-            TensorView::C64(a) => diag!(C64, a),
-            TensorView::C128(a) => diag!(C128, a),
-        })
+        self.relabel(&axes)
     }
 
     /// The view cut to `start..start + len` along `axis`. Panics on a range out of bounds:

@@ -135,3 +135,19 @@ pub fn run_and_check(
     };
     assert_close(&got, want, what);
 }
+
+/// The reference result of the explicit einsum `eq` (one ASCII letter per label) on
+/// `arrays`.
+#[allow(dead_code)]
+pub fn reference(eq: &str, arrays: &[ArrayD<f64>]) -> ArrayD<f64> {
+    let (ins, out) = eq.split_once("->").expect("an explicit output");
+    let letters = |s: &str| s.bytes().map(u32::from).collect::<Vec<u32>>();
+    let labels: Vec<Vec<u32>> = ins.split(',').map(letters).collect();
+    let mut sizes = std::collections::BTreeMap::new();
+    for (l, a) in labels.iter().zip(arrays) {
+        for (&c, &n) in l.iter().zip(a.shape()) {
+            sizes.insert(c, n);
+        }
+    }
+    einc_runtime::reference::reference_einsum_f64(&labelled(arrays, &labels), &letters(out), &sizes)
+}
