@@ -22,7 +22,9 @@ if [ ! -x "$venv/bin/python" ]; then
   # torch is optional: its PyPI wheel is large; go on without it if it does not install.
   timeout 900 "$venv/bin/pip" install -q torch || echo "torch not installed: torch column left out" >&2
 fi
-suite=../shared/workloads/cpu_suite.json
+# EINC_BENCH_SUITE=FILE runs another suite of the same form (both sides read it).
+suite=${EINC_BENCH_SUITE:-../shared/workloads/cpu_suite.json}
+export EINC_BENCH_SUITE=$suite
 rounds=${EINC_BENCH_ROUNDS:-2}
 filter=${1:-}
 rm -f "$out"/einc.jsonl "$out"/peers_*.jsonl

@@ -141,7 +141,7 @@ pub(crate) fn chunk_plan(
         .collect();
     cands.sort_by_key(|&(o, n)| (std::cmp::Reverse(n), o));
     cands.truncate(MAX_CANDIDATES);
-    let threads = rayon::current_num_threads().max(2);
+    let threads = einc_runtime::kernels::threads().max(2);
     let mut best: Option<(f64, ChunkPlan)> = None;
     for (o, n) in cands {
         let label = out_axes[o];
@@ -300,7 +300,7 @@ impl ChunkPlan {
             .axis_chunks_iter_mut(Axis(self.out_axis), self.size)
             .enumerate()
             .collect();
-        slabs.into_par_iter().try_for_each(|(c, mut slab)| {
+        let run = |(c, mut slab): (usize, ndarray::ArrayViewMut<'_, T, ndarray::IxDyn>)| {
             let start = c * self.size;
             let len = slab.len_of(Axis(self.out_axis));
             let views: Vec<TensorView<'_>> = operands
@@ -318,8 +318,15 @@ impl ChunkPlan {
             let part: ArrayD<T> = T::unwrap(expr.run_views(&views)?)
                 .ok_or_else(|| Error::Internal("a chunk's result has another dtype".into()))?;
             slab.assign(&part);
-            Ok(())
-        })?;
+            Ok::<(), Error>(())
+        };
+        // One thread (`one_thread`) runs the chunks in order on this thread: rayon would
+        // run them on the global pool's workers, outside the one-thread setting.
+        if einc_runtime::kernels::threads() > 1 {
+            slabs.into_par_iter().try_for_each(run)?;
+        } else {
+            slabs.into_iter().try_for_each(run)?;
+        }
         Ok(T::wrap(out))
     }
 }

@@ -151,7 +151,7 @@ pub fn execute_views(
     }
     let ids = input_ids(plan);
     let given = match_inputs(&ids, inputs)?;
-    in_pool(opts, || {
+    in_pool(opts, plan, || {
         run_plan(plan, given, opts, Mode::Full).map(|r| (r.0, r.1))
     })
 }
@@ -223,7 +223,7 @@ pub fn prepare(
         constant_step: &constant_step,
         keep: &keep,
     };
-    let (_, _, values) = in_pool(opts, || run_plan(plan, given, opts, mode))?;
+    let (_, _, values) = in_pool(opts, plan, || run_plan(plan, given, opts, mode))?;
     Ok(Prepared {
         constants: constant_ids,
         constant_step,
@@ -248,22 +248,40 @@ pub fn execute_prepared(
     }
     let ids = prepared.variable_inputs(plan);
     let given = match_inputs(&ids, inputs)?;
-    in_pool(opts, || {
+    in_pool(opts, plan, || {
         run_plan(plan, given, opts, Mode::Prepared(prepared)).map(|r| (r.0, r.1))
     })
 }
 
-fn in_pool<R: Send>(opts: &ExecOptions, f: impl FnOnce() -> R + Send) -> R {
+/// Runs `f` (a run of `plan`) as [`ExecOptions::threads`] asks, except that a plan too
+/// small for any kernel's parallel loop runs on this thread: handing it to a pool would
+/// only add the hand-off (see [`kernels::one_thread`]).
+fn in_pool<R: Send>(opts: &ExecOptions, plan: &Plan, f: impl FnOnce() -> R + Send) -> R {
+    let small = plan.flops() < SMALL_PLAN as f64 && plan.largest_intermediate() < SMALL_PLAN as f64;
+    if small && opts.threads.is_some() {
+        return kernels::one_thread(f);
+    }
     with_threads(opts.threads, f)
 }
 
-/// Runs `f` on a pool of `threads` workers (created once per count and kept), or on the
-/// current pool for `None`: how callers outside the executor honour
-/// [`ExecOptions::threads`].
+/// Flops and elements below which no kernel splits its work over threads (the smallest
+/// threshold of a parallel loop is 2^15 elements, the fused pass's).
+const SMALL_PLAN: usize = 1 << 15;
+
+/// Runs `f` with `threads` workers: on this thread for one (see
+/// [`kernels::one_thread`]) or when it is a worker of a pool of that many, else on a pool
+/// of that many (created once per count and kept); on the current pool for `None`. How
+/// callers outside the executor honour [`ExecOptions::threads`].
 pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> R {
-    match threads.and_then(pool) {
-        Some(p) => p.install(f),
+    match threads {
         None => f(),
+        Some(1) => kernels::one_thread(f),
+        // Already on a worker of a pool of that size.
+        Some(n) if rayon::current_thread_index().is_some() && n == kernels::threads() => f(),
+        Some(n) => match pool(n) {
+            Some(p) => p.install(f),
+            None => f(),
+        },
     }
 }
 

@@ -280,7 +280,7 @@ fn pass<T: Scalar>(
     };
     // A `chunks_mut` of an empty slice yields nothing: pad with empty slices.
     let pad = |n: usize| std::iter::repeat_with(|| &mut [][..]).take(n);
-    if total >= PARALLEL_ELEMENTS {
+    if total >= PARALLEL_ELEMENTS && crate::kernels::threads() > 1 {
         let d: Vec<&mut [T]> = if write {
             dsts.chunks_mut(group * inner).collect()
         } else {

@@ -89,7 +89,7 @@ pub fn contract<T: Scalar>(
         semiring_row(op, a_row, b_mat, nn, out);
     };
     if nn > 0 {
-        if nb * nm * nk * nn >= PARALLEL_WORK {
+        if nb * nm * nk * nn >= PARALLEL_WORK && crate::kernels::threads() > 1 {
             c.par_chunks_mut(nn)
                 .enumerate()
                 .for_each(|(r, o)| row(r, o));

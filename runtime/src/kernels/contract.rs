@@ -15,6 +15,7 @@
 
 use super::alloc;
 use super::blas;
+use super::gemv::{self, dot_body};
 use super::scalar::{GemmCall, Scalar};
 use super::simd;
 use super::unary::{assert_distinct, to_standard, unary};
@@ -170,7 +171,11 @@ pub fn contract_pair<T: Scalar>(
     } else {
         SPLIT_MIN_SIDE
     };
-    let big = |m: usize, n: usize| m.min(n) >= min_side && m * n * k >= SPLIT_MIN_WORK;
+    let big = |m: usize, n: usize| {
+        // A matrix-vector product packs nothing (`gemv`): loops cost only their calls.
+        let gemv = m.min(n) == 1 && m * n * k >= GEMV_SPLIT_MIN_WORK;
+        gemv || (m.min(n) >= min_side && m * n * k >= SPLIT_MIN_WORK)
+    };
     let sm = split_group(&a, a_idx, &batch, &m_l, &std_dims, |inner| {
         big(size(inner), n_all)
     });
@@ -253,7 +258,7 @@ pub fn contract_pair<T: Scalar>(
             let job = job(d);
             if threads_ok(count, work) {
                 // Many small products: spread whole batches over threads.
-                let threads = rayon::current_num_threads();
+                let threads = super::threads();
                 let chunks = (4 * threads).min(count);
                 let per = count.div_ceil(chunks);
                 (0..chunks).into_par_iter().for_each(|c| {
@@ -265,7 +270,7 @@ pub fn contract_pair<T: Scalar>(
                 });
             } else {
                 // gemm's Rayon mode costs more than it saves in a one-thread pool.
-                let par = if work >= GEMM_PAR && rayon::current_num_threads() > 1 {
+                let par = if work >= GEMM_PAR && super::threads() > 1 {
                     gemm::Parallelism::Rayon(0)
                 } else {
                     gemm::Parallelism::None
@@ -350,6 +355,10 @@ type Dims = Vec<(usize, isize)>;
 
 /// Smallest m·n·k for which [`split_group`] prefers batch loops to a copy.
 const SPLIT_MIN_WORK: usize = 1 << 15;
+/// Smallest m·k of a matrix-vector product for which [`split_group`] prefers batch loops
+/// to a copy (`...ij,...j->...i` with a broadcast batch axis outside a shared one: 512
+/// products of 128×128 by a vector, where the copy moved the whole 32 MiB matrix).
+const GEMV_SPLIT_MIN_WORK: usize = 1 << 10;
 /// Smallest m and n for which [`split_group`] prefers batch loops to a copy: thinner
 /// products leave gemm's microkernel mostly idle (e3nn_fctp's 1024×5×32 products ×1000
 /// ran 1.4× slower than one copy and one 1024×5000×32 product).
@@ -389,7 +398,7 @@ fn split_group<T>(
 /// and products of exactly `GEMM_PAR` multiply-adds then ran on one thread: 1024
 /// products of 32×32×1024 in `abcd,dcef->beaf`.)
 fn threads_ok(count: usize, work: usize) -> bool {
-    let threads = rayon::current_num_threads();
+    let threads = super::threads();
     threads > 1 && count >= 2 * threads && count.saturating_mul(work) >= BATCH_PAR_WORK
 }
 
@@ -519,33 +528,48 @@ unsafe fn product_rows<T: Scalar>(walk: &BatchWalk, a: *const T, b: *const T, d:
     let p = Ptrs { a, b, d };
     let rows = outer.count();
     let wide = simd::avx2();
-    let row = move |off: [isize; 3]| {
+    // Elements `from..from + len` of the row at offsets `off`.
+    let part = move |off: [isize; 3], from: usize, len: usize| {
         // Use `p` whole: capturing its raw-pointer fields one by one would not be `Sync`.
         let p = p;
+        let at = |i: usize| off[i] + from as isize * st[i];
         let (a, b, d) = (
-            p.a.wrapping_offset(off[0]),
-            p.b.wrapping_offset(off[1]),
-            p.d.wrapping_offset(off[2]),
+            p.a.wrapping_offset(at(0)),
+            p.b.wrapping_offset(at(1)),
+            p.d.wrapping_offset(at(2)),
         );
-        // SAFETY: `inner` steps along the innermost axis stay inside each array (the
-        // function's contract) and d never aliases a or b; the wide copy runs only where
-        // the CPU has AVX2.
+        // SAFETY: steps `from..from + len` (≤ `inner`) along the innermost axis stay
+        // inside each array (the function's contract) and d never aliases a or b; the
+        // wide copy runs only where the CPU has AVX2.
         unsafe {
             if wide {
-                row_product_avx2(st, inner, a, b, d)
+                row_product_avx2(st, len, a, b, d)
             } else {
-                row_product(st, inner, a, b, d)
+                row_product(st, len, a, b, d)
             }
         }
     };
-    let threads = rayon::current_num_threads();
-    if threads > 1 && rows >= 2 && rows * inner >= BROADCAST_PAR {
-        let chunks = (4 * threads).min(rows);
-        let per = rows.div_ceil(chunks);
-        (0..chunks).into_par_iter().for_each(|c| {
-            let start = c * per;
-            outer.run(start, per.min(rows.saturating_sub(start)), row);
-        });
+    let row = move |off: [isize; 3]| part(off, 0, inner);
+    let threads = super::threads();
+    if threads > 1 && rows * inner >= BROADCAST_PAR {
+        if rows >= 2 * threads {
+            let chunks = (4 * threads).min(rows);
+            let per = rows.div_ceil(chunks);
+            (0..chunks).into_par_iter().for_each(|c| {
+                let start = c * per;
+                outer.run(start, per.min(rows.saturating_sub(start)), row);
+            });
+        } else {
+            // Few long rows (`ij,ij->ij` folds into one): split the rows themselves.
+            let pieces = (4 * threads).div_ceil(rows);
+            let per = inner.div_ceil(pieces);
+            (0..rows * pieces).into_par_iter().for_each(|t| {
+                let from = (t % pieces) * per;
+                if from < inner {
+                    outer.run(t / pieces, 1, |off| part(off, from, per.min(inner - from)));
+                }
+            });
+        }
     } else {
         outer.run(0, rows, row);
     }
@@ -857,27 +881,56 @@ impl<T: Scalar> Job<T> {
             rhs_cs: self.b_cs,
             parallelism,
         };
+        let threads = match parallelism {
+            gemm::Parallelism::None => 1,
+            _ => super::threads(),
+        };
+        let c = &call;
         // SAFETY: forwarded from this function's contract.
         unsafe {
             if self.m == 1 && self.n == 1 {
                 // A dot product: gemm's packing is pure overhead for one output element.
-                *call.dst = dot(call.lhs, call.lhs_cs, call.rhs, call.rhs_rs, call.k)
+                *c.dst = gemv::dot(c.lhs, c.lhs_cs, c.rhs, c.rhs_rs, c.k, threads)
             } else if self.m * self.n * self.k <= SMALL_GEMM {
-                naive_gemm(&call)
+                naive_gemm(c)
+            } else if self.n == 1
+                && gemv::gemv(
+                    c.m,
+                    c.k,
+                    c.lhs,
+                    (c.lhs_rs, c.lhs_cs),
+                    c.rhs,
+                    c.rhs_rs,
+                    c.dst,
+                    c.dst_rs,
+                    threads,
+                )
+            {
+                // A matrix times a vector (see `gemv` for why not the GEMM).
+            } else if self.m == 1
+                && gemv::gemv(
+                    c.n,
+                    c.k,
+                    c.rhs,
+                    (c.rhs_cs, c.rhs_rs),
+                    c.lhs,
+                    c.lhs_cs,
+                    c.dst,
+                    c.dst_cs,
+                    threads,
+                )
+            {
+                // A vector times a matrix: the same, with the matrix transposed.
             } else if let Some((lib, p)) = self
                 .blas
                 .filter(|_| self.m * self.n * self.k >= BLAS_MIN_WORK)
-                .and_then(|lib| Some((lib, blas::col_major(&call).filter(blas::worth_it)?)))
+                .and_then(|lib| Some((lib, blas::col_major(c).filter(blas::worth_it)?)))
             {
-                let threads = match parallelism {
-                    gemm::Parallelism::None => 1,
-                    _ => rayon::current_num_threads(),
-                };
                 if !blas::run_blocks(lib, &p, threads) {
-                    T::gemm(&call)
+                    T::gemm(c)
                 }
             } else {
-                T::gemm(&call)
+                T::gemm(c)
             }
         }
     }
@@ -921,75 +974,6 @@ unsafe fn naive_gemm_body<T: Scalar>(c: &GemmCall<T>) {
             };
         }
     }
-}
-
-/// Independent accumulators of [`dot`]: a single running sum is bound by the latency of
-/// one add per element; several let the loop vectorise.
-const DOT_LANES: usize = 8;
-
-/// `Σ_p x[p·sx] · y[p·sy]` for `p < k`.
-///
-/// # Safety
-/// The `k` elements addressed from each base pointer are readable.
-unsafe fn dot<T: Scalar>(x: *const T, sx: isize, y: *const T, sy: isize, k: usize) -> T {
-    // SAFETY: forwarded; the wide copy runs only where the CPU has AVX2.
-    unsafe {
-        if simd::avx2() {
-            dot_avx2(x, sx, y, sy, k)
-        } else {
-            dot_body(x, sx, y, sy, k)
-        }
-    }
-}
-
-simd::avx2_copy!(unsafe fn dot_avx2<T: Scalar>(
-    x: *const T,
-    sx: isize,
-    y: *const T,
-    sy: isize,
-    k: usize,
-) -> T = dot_body);
-
-/// [`dot`]'s loops.
-///
-/// # Safety
-/// As [`dot`].
-#[inline(always)]
-unsafe fn dot_body<T: Scalar>(x: *const T, sx: isize, y: *const T, sy: isize, k: usize) -> T {
-    let mut lanes = [T::zero(); DOT_LANES];
-    let mut acc = T::zero();
-    if sx == 1 && sy == 1 {
-        // SAFETY: k consecutive elements from each base (the caller's contract).
-        let (x, y) = unsafe {
-            (
-                std::slice::from_raw_parts(x, k),
-                std::slice::from_raw_parts(y, k),
-            )
-        };
-        let (xc, yc) = (x.chunks_exact(DOT_LANES), y.chunks_exact(DOT_LANES));
-        for (&u, &v) in xc.remainder().iter().zip(yc.remainder()) {
-            acc += u * v;
-        }
-        for (u, v) in xc.zip(yc) {
-            for l in 0..DOT_LANES {
-                lanes[l] += u[l] * v[l];
-            }
-        }
-    } else {
-        let full = k - k % DOT_LANES;
-        for p0 in (0..full).step_by(DOT_LANES) {
-            for (l, lane) in lanes.iter_mut().enumerate() {
-                let p = (p0 + l) as isize;
-                // SAFETY: p < k.
-                unsafe { *lane += *x.offset(p * sx) * *y.offset(p * sy) };
-            }
-        }
-        for p in full as isize..k as isize {
-            // SAFETY: p < k.
-            unsafe { acc += *x.offset(p * sx) * *y.offset(p * sy) };
-        }
-    }
-    lanes.iter().fold(acc, |s, &l| s + l)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //!
 //! * [`scalar`]: the [`Scalar`] element trait (`f32`, `f64`, `c64`, `c128`).
 //! * [`contract`]: pairwise contraction through batched GEMM.
+//! * `gemv`: matrix-vector and dot products (GEMM steps with a side of length 1).
 //! * [`blas`]: the system OpenBLAS, opened at run time, for large products.
 //! * [`gemm_choice`]: which of OpenBLAS and the `gemm` crate runs a product.
 //! * [`unary`]: one-operand einsum (permutation, diagonal, trace, partial sums).
@@ -19,12 +20,45 @@ pub mod blas;
 pub mod contract;
 pub mod elementwise;
 pub mod gemm_choice;
+mod gemv;
 pub mod permute;
 pub mod scalar;
 pub(crate) mod simd;
 pub mod unary;
 
 pub use alloc::{advise_huge, zeros};
+
+use std::cell::Cell;
+
+thread_local! {
+    /// Set while this thread runs a one-thread call (see [`one_thread`]).
+    static ONE_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The threads the kernels may use: 1 inside [`one_thread`], else the current rayon
+/// pool's. Every parallel loop of the executor asks this first.
+pub fn threads() -> usize {
+    if ONE_THREAD.with(Cell::get) {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
+}
+
+/// Runs `f` on this thread with [`threads`] = 1. Sending a call to a one-thread pool
+/// instead costs a hand-off to its worker, which waking from sleep took about 20 µs on
+/// the benchmark VM: most of the time of a small contraction (`ij,jk->ik`, 8³: 28 µs).
+pub fn one_thread<R>(f: impl FnOnce() -> R) -> R {
+    /// Restores the flag when `f` returns or unwinds.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ONE_THREAD.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(ONE_THREAD.with(|c| c.replace(true)));
+    f()
+}
 pub(crate) use alloc::{release, room_costs, with_capacity};
 pub use contract::contract_pair;
 pub use elementwise::{map_binary, map_unary, reduce, MapOp, ReduceOp};
@@ -127,5 +161,28 @@ pub(crate) mod test_util {
             let err = (g.to_c64() - w).norm();
             assert!(err <= tol * scale, "got {g:?}, want {w:?} (err {err})");
         }
+    }
+}
+
+#[cfg(test)]
+mod thread_tests {
+    use super::{one_thread, threads};
+    use crate::exec::with_threads;
+
+    /// One thread runs on the calling thread with `threads() == 1`, restored after (also
+    /// after a panic); other counts run where the pool has that many.
+    #[test]
+    fn thread_setting() {
+        let me = std::thread::current().id();
+        let (count, id) = with_threads(Some(1), || (threads(), std::thread::current().id()));
+        assert_eq!((count, id), (1, me), "one thread: this thread, seen as one");
+        assert_eq!(with_threads(Some(3), threads), 3);
+        assert_eq!(with_threads(Some(1), || with_threads(Some(3), threads)), 3);
+        assert_eq!(with_threads(Some(3), || with_threads(Some(1), threads)), 1);
+        let outside = rayon::current_num_threads();
+        assert_eq!(threads(), outside, "the flag is restored");
+        let r = std::panic::catch_unwind(|| one_thread(|| panic!("in a kernel")));
+        assert!(r.is_err());
+        assert_eq!(threads(), outside, "restored after a panic");
     }
 }

@@ -49,7 +49,7 @@ pub fn to_standard<T: Scalar>(v: ArrayViewD<T>) -> ArrayD<T> {
         }
     }
     let src = v.as_ptr();
-    let threads = rayon::current_num_threads();
+    let threads = super::threads();
     // Source bytes the copy moves: a line per element where `copy_dims` gathers (no axis
     // steps by less than a line: a diagonal, `jkk->jk`, reads 64 B for each 4 B it
     // keeps), so that such a gather, bound by memory latency, is split over threads as

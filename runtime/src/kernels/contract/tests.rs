@@ -1,8 +1,10 @@
 use super::*;
 use crate::kernels::blas;
-use crate::kernels::test_util::{assert_close, embedded_view, random_storage, to_c64, Rng};
+use crate::kernels::test_util::{
+    assert_close, embedded_view, on_threads, random_storage, to_c64, Rng,
+};
 use crate::reference::reference_einsum;
-use ndarray::{Array2, Array3, Axis, Ix2};
+use ndarray::{Array2, Array3, Axis, Ix2, Slice};
 use num_complex::{Complex32, Complex64};
 use std::collections::BTreeMap;
 
@@ -349,8 +351,8 @@ fn edge_shapes() {
     );
 }
 
-/// The AVX2 copies of the row product, the dot product and the small-matrix loops must
-/// give the baseline's bits, in every dtype, on unit, broadcast and general strides.
+/// The AVX2 copies of the row product and the small-matrix loops must give the
+/// baseline's bits (the dot product's: `gemv`'s tests), in every dtype, on unit, broadcast and general strides.
 #[test]
 fn wide_and_baseline_loops_agree() {
     if !simd::avx2() {
@@ -370,16 +372,6 @@ fn wide_and_baseline_loops_agree() {
                     row_product_avx2(st, inner, x.as_ptr(), y.as_ptr(), b.as_mut_ptr());
                 }
                 assert_eq!(a, b, "row {st:?} × {inner}");
-            }
-            for (sx, sy) in [(1isize, 1isize), (2, 1), (1, 3)] {
-                // SAFETY: as above.
-                let (a, b) = unsafe {
-                    (
-                        dot_body(x.as_ptr(), sx, y.as_ptr(), sy, inner),
-                        dot_avx2(x.as_ptr(), sx, y.as_ptr(), sy, inner),
-                    )
-                };
-                assert_eq!(a, b, "dot {sx} {sy} × {inner}");
             }
         }
         let (m, n, k) = (3usize, 5usize, 9usize);
@@ -416,4 +408,105 @@ fn wide_and_baseline_loops_agree() {
     check::<f64>(&mut rng);
     check::<Complex32>(&mut rng);
     check::<Complex64>(&mut rng);
+}
+
+/// A pairwise case: operands and their labels, then the output labels.
+type Pair<'a> = (
+    ArrayViewD<'a, f64>,
+    Vec<u32>,
+    ArrayViewD<'a, f64>,
+    Vec<u32>,
+    Vec<u32>,
+);
+
+/// Matrix-vector products (`gemv`) in every operand order and layout, large enough to
+/// split over two threads, and a batched one whose matrix has a broadcast label outside
+/// the shared one (`...ij,...j->...i`: batch loops, not a copy), against the reference.
+#[test]
+fn matrix_vector_products() {
+    let mut rng = Rng(74);
+    let (m, k) = (300usize, 257usize);
+    let sizes = BTreeMap::from([(0, m), (1, k), (2, 3), (3, 5)]);
+    let mat = ArrayD::from_shape_simple_fn(IxDyn(&[m, k]), || rng.scalar::<f64>());
+    let vec = ArrayD::from_shape_simple_fn(IxDyn(&[k]), || rng.scalar::<f64>());
+    let batched = ArrayD::from_shape_simple_fn(IxDyn(&[3, 5, m, k]), || rng.scalar::<f64>());
+    let vecs = ArrayD::from_shape_simple_fn(IxDyn(&[5, k]), || rng.scalar::<f64>());
+    let t = mat.t().as_standard_layout().into_owned();
+    let long = ArrayD::from_shape_simple_fn(IxDyn(&[2 * k]), || rng.scalar::<f64>());
+    let wide = ArrayD::from_shape_simple_fn(IxDyn(&[2 * m, 2 * k]), || rng.scalar::<f64>());
+    let cases: Vec<Pair<'_>> = vec![
+        // ij,j->i (rows contiguous) and j,ij->i
+        (mat.view(), vec![0, 1], vec.view(), vec![1], vec![0]),
+        (vec.view(), vec![1], mat.view(), vec![0, 1], vec![0]),
+        // the transposed matrix: columns contiguous
+        (t.view(), vec![1, 0], vec.view(), vec![1], vec![0]),
+        (vec.view(), vec![1], t.view(), vec![1, 0], vec![0]),
+        // reversed rows and a strided vector; a matrix with no unit stride (the GEMM)
+        (
+            mat.slice_each_axis(|ax| {
+                Slice::new(0, None, if ax.axis.index() == 0 { -1 } else { 1 })
+            }),
+            vec![0, 1],
+            long.slice_each_axis(|_| Slice::new(0, None, 2)),
+            vec![1],
+            vec![0],
+        ),
+        (
+            wide.slice_each_axis(|_| Slice::new(0, None, 2)),
+            vec![0, 1],
+            vec.view(),
+            vec![1],
+            vec![0],
+        ),
+        // abij,bj->abi
+        (
+            batched.view(),
+            vec![2, 3, 0, 1],
+            vecs.view(),
+            vec![3, 1],
+            vec![2, 3, 0],
+        ),
+    ];
+    on_one_and_two_threads(cases, &sizes, 1e-12);
+}
+
+/// Products without sums whose output folds into fewer rows than threads (`ij,ij->ij`
+/// is one row; `ij,j->ij` with 3 rows; a broadcast `i,i->i`): the rows themselves are
+/// split over two threads, against the reference.
+#[test]
+fn few_long_rows_split_over_threads() {
+    let mut rng = Rng(75);
+    let (r, n) = (3usize, 70_001usize);
+    let a = ArrayD::from_shape_simple_fn(IxDyn(&[r, n]), || rng.scalar::<f64>());
+    let b = ArrayD::from_shape_simple_fn(IxDyn(&[r, n]), || rng.scalar::<f64>());
+    let v = ArrayD::from_shape_simple_fn(IxDyn(&[n]), || rng.scalar::<f64>());
+    let sizes = BTreeMap::from([(0, r), (1, n)]);
+    let cases: Vec<Pair<'_>> = vec![
+        (a.view(), vec![0, 1], b.view(), vec![0, 1], vec![0, 1]),
+        (a.view(), vec![0, 1], v.view(), vec![1], vec![0, 1]),
+        (v.view(), vec![1], v.view(), vec![1], vec![1]),
+    ];
+    on_one_and_two_threads(cases, &sizes, 1e-14);
+}
+
+/// Each case on one and on two threads against the reference (`sizes` may hold labels a
+/// case lacks).
+fn on_one_and_two_threads(cases: Vec<Pair<'_>>, sizes: &BTreeMap<u32, usize>, tol: f64) {
+    for (a, ai, b, bi, oi) in cases {
+        // The reference sums over every label it is given: only this case's.
+        let mut used = sizes.clone();
+        used.retain(|l, _| ai.contains(l) || bi.contains(l));
+        let want = reference_einsum(
+            &[
+                (to_c64(&a).view(), ai.clone()),
+                (to_c64(&b).view(), bi.clone()),
+            ],
+            &oi,
+            &used,
+        );
+        for threads in [1, 2] {
+            let got = on_threads(threads, || contract_pair(a.view(), &ai, b.view(), &bi, &oi));
+            assert_close(&got, &want, tol);
+        }
+    }
 }
