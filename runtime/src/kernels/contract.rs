@@ -256,7 +256,19 @@ pub fn contract_pair<T: Scalar>(
     let dst = unsafe {
         alloc::uninit(&dst_shape, |d| {
             let job = job(d);
-            if threads_ok(count, work) {
+            if job.m == 1 && job.n == 1 && walk.lens.len() == 1 {
+                // A dot product per batch along one axis (`bi,bi->b`): one loop over the
+                // batches, not one call each (they cost as much as a 32-element dot).
+                let [sa, sb, sd] = walk.strides[0];
+                gemv::row_dots(
+                    count,
+                    k,
+                    (job.a, sa, job.a_cs),
+                    (job.b, sb, job.b_rs),
+                    (d, sd),
+                    super::threads(),
+                );
+            } else if threads_ok(count, work) {
                 // Many small products: spread whole batches over threads.
                 let threads = super::threads();
                 let chunks = (4 * threads).min(count);

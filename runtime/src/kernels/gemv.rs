@@ -1,5 +1,5 @@
 //! Matrix-vector and dot products: the pairwise steps whose GEMM has one side of length 1
-//! (`ij,j->i`, `i,ij->j`, the batched `...ij,...j->...i`, `i,i->`).
+//! (`ij,j->i`, `i,ij->j`, the batched `...ij,...j->...i`, `i,i->`, `bi,bi->b`).
 //!
 //! A GEMM packs its operands into blocks so that each packed element is used for many
 //! outputs. With one side of length 1 every element of the matrix is used once, so the
@@ -232,6 +232,80 @@ unsafe fn columns_body<T: Scalar>(
                 *d.offset((r0 + r) as isize * ds) = v;
             }
         }
+    }
+}
+
+/// `d[r·ds] = Σ_p a[r·ra + p·ca] · b[r·rb + p·cb]` for `r < n`, `p < k`: a dot product
+/// per pair of rows, the rows split over up to `threads` threads when there is enough work.
+///
+/// # Safety
+/// Every element addressed from `a`, `b` (n×k each) and `d` (n) lies inside its array; `d`
+/// aliases neither `a` nor `b`, and nobody else writes it during the call.
+pub(super) unsafe fn row_dots<T: Scalar>(
+    n: usize,
+    k: usize,
+    (a, ra, ca): (*const T, isize, isize),
+    (b, rb, cb): (*const T, isize, isize),
+    (d, ds): (*mut T, isize),
+    threads: usize,
+) {
+    let p = Ptrs {
+        a: SendPtr(a as *mut T),
+        x: SendPtr(b as *mut T),
+        d: SendPtr(d),
+    };
+    let part = move |r0: usize, r1: usize| {
+        let p = p;
+        let r = r0 as isize;
+        let (a, b, d) = (
+            (p.a.get().wrapping_offset(r * ra) as *const T, ra, ca),
+            (p.x.get().wrapping_offset(r * rb) as *const T, rb, cb),
+            (p.d.get().wrapping_offset(r * ds), ds),
+        );
+        // SAFETY: rows r0..r1 < n of the caller's arrays; parts are disjoint in d.
+        unsafe {
+            if simd::avx2() {
+                row_dots_avx2(r1 - r0, k, a, b, d)
+            } else {
+                row_dots_body(r1 - r0, k, a, b, d)
+            }
+        }
+    };
+    if threads > 1 && n >= 2 && n.saturating_mul(k) >= PAR_WORK {
+        let chunks = (4 * threads).min(n);
+        let per = n.div_ceil(chunks);
+        (0..chunks).into_par_iter().for_each(|c| {
+            let r0 = (c * per).min(n);
+            part(r0, (r0 + per).min(n));
+        });
+    } else {
+        part(0, n);
+    }
+}
+
+simd::avx2_copy!(unsafe fn row_dots_avx2<T: Scalar>(
+    n: usize,
+    k: usize,
+    a: (*const T, isize, isize),
+    b: (*const T, isize, isize),
+    d: (*mut T, isize),
+) = row_dots_body);
+
+/// [`row_dots`]'s loop, on one thread.
+///
+/// # Safety
+/// As [`row_dots`].
+#[inline(always)]
+unsafe fn row_dots_body<T: Scalar>(
+    n: usize,
+    k: usize,
+    (a, ra, ca): (*const T, isize, isize),
+    (b, rb, cb): (*const T, isize, isize),
+    (d, ds): (*mut T, isize),
+) {
+    for r in 0..n as isize {
+        // SAFETY: row r of each matrix and output r lie inside the arrays.
+        unsafe { *d.offset(r * ds) = dot_body(a.offset(r * ra), ca, b.offset(r * rb), cb, k) };
     }
 }
 

@@ -114,6 +114,56 @@ fn gemv_matches_the_naive_sum() {
     check_gemv::<Complex64>(&mut rng, 1e-12);
 }
 
+/// A dot product per pair of rows (`bi,bi->b`), rows of either operand contiguous or
+/// strided, enough rows to split over threads, against the naive sums; the AVX2 copy
+/// gives the baseline's bits.
+#[test]
+fn row_dots_match_the_naive_sums() {
+    let mut rng = Rng(76);
+    let (n, k) = (PAR_WORK / 8 + 5, 13usize);
+    let a: Vec<f64> = (0..2 * n * k).map(|_| rng.unit()).collect();
+    let b: Vec<f64> = (0..2 * n * k).map(|_| rng.unit()).collect();
+    // (row stride, column stride) of a and b.
+    for ((ra, ca), (rb, cb)) in [((k, 1), (k, 1)), ((1, n), (2 * k, 2))] {
+        let want: Vec<Complex64> = (0..n)
+            .map(|r| {
+                Complex64::from(
+                    (0..k)
+                        .map(|p| a[r * ra + p * ca] * b[r * rb + p * cb])
+                        .sum::<f64>(),
+                )
+            })
+            .collect();
+        let (ma, mb) = (
+            (a.as_ptr(), ra as isize, ca as isize),
+            (b.as_ptr(), rb as isize, cb as isize),
+        );
+        for threads in [1, 2] {
+            let mut d = vec![0.0; 2 * n];
+            // SAFETY: n×k at these strides lie inside 2·n·k elements; n outputs at
+            // stride 2 inside d.
+            on_threads(2, || unsafe {
+                let (ma, mb) = (
+                    (a.as_ptr(), ra as isize, ca as isize),
+                    (b.as_ptr(), rb as isize, cb as isize),
+                );
+                row_dots(n, k, ma, mb, (d.as_mut_ptr(), 2), threads)
+            });
+            let got: Vec<f64> = d.iter().step_by(2).copied().collect();
+            assert_near(&got, &want, 1e-12, &format!("row dots t={threads}"));
+        }
+        if simd::avx2() {
+            let (mut x, mut y) = (vec![0.0; n], vec![0.0; n]);
+            // SAFETY: as above, outputs contiguous.
+            unsafe {
+                row_dots_body(n, k, ma, mb, (x.as_mut_ptr(), 1));
+                row_dots_avx2(n, k, ma, mb, (y.as_mut_ptr(), 1));
+            }
+            assert_eq!(x, y, "wide and baseline row dots");
+        }
+    }
+}
+
 /// A dot product long enough to split over threads gives the sequential sum (up to
 /// rounding), on unit and general strides.
 #[test]
