@@ -210,25 +210,30 @@ fn wide_and_baseline_loops_agree() {
                 assert_eq!(a, b, "dot {sx} {sy} × {inner}");
             }
         }
-        // 9 rows of 37 (two four-row passes and a single row), then as 37 columns of 9.
-        let (m, k) = (9usize, 37usize);
-        for xs in [1isize, 2] {
-            let (mut a, mut b) = (vec![T::zero(); m], vec![T::zero(); m]);
-            let vec = (y.as_ptr(), xs);
-            // SAFETY: 9×37 contiguous elements of 400; 37 at stride ≤ 2 inside y.
-            unsafe {
-                let mat = (x.as_ptr(), k as isize);
-                rows_body(m, k, mat, vec, (a.as_mut_ptr(), 1));
-                rows_avx2(m, k, mat, vec, (b.as_mut_ptr(), 1));
+        // 9 rows (two four-row passes and a single row) of 37 and of FOUR_ROWS_MIN_K + 3,
+        // then the same elements as columns of 9.
+        for k in [37usize, FOUR_ROWS_MIN_K + 3] {
+            let m = 9usize;
+            let mat: Vec<T> = (0..m * k).map(|_| rng.scalar::<T>()).collect();
+            let v: Vec<T> = (0..2 * k).map(|_| rng.scalar::<T>()).collect();
+            for xs in [1isize, 2] {
+                let (mut a, mut b) = (vec![T::zero(); m], vec![T::zero(); m]);
+                let vec = (v.as_ptr(), xs);
+                // SAFETY: m×k contiguous elements; k at stride ≤ 2 inside v.
+                unsafe {
+                    let rows = (mat.as_ptr(), k as isize);
+                    rows_body(m, k, rows, vec, (a.as_mut_ptr(), 1));
+                    rows_avx2(m, k, rows, vec, (b.as_mut_ptr(), 1));
+                }
+                assert_eq!(a, b, "rows xs={xs} k={k}");
+                // SAFETY: as above, the same elements read column by column.
+                unsafe {
+                    let cols = (mat.as_ptr(), m as isize);
+                    columns_body(m, k, cols, vec, (a.as_mut_ptr(), 1));
+                    columns_avx2(m, k, cols, vec, (b.as_mut_ptr(), 1));
+                }
+                assert_eq!(a, b, "columns xs={xs} k={k}");
             }
-            assert_eq!(a, b, "rows xs={xs}");
-            // SAFETY: as above, the same elements read column by column.
-            unsafe {
-                let mat = (x.as_ptr(), m as isize);
-                columns_body(m, k, mat, vec, (a.as_mut_ptr(), 1));
-                columns_avx2(m, k, mat, vec, (b.as_mut_ptr(), 1));
-            }
-            assert_eq!(a, b, "columns xs={xs}");
         }
     }
     let mut rng = Rng(73);
