@@ -58,7 +58,6 @@ pub(super) unsafe fn gemv<T: Scalar>(
         Form::Rows => (1, 4 * threads),
         Form::Columns => (16, threads),
     };
-    let units = m.div_ceil(unit);
     let p = Ptrs {
         a: SendPtr(a as *mut T),
         x: SendPtr(x as *mut T),
@@ -80,17 +79,31 @@ pub(super) unsafe fn gemv<T: Scalar>(
             }
         }
     };
-    if threads > 1 && units >= 2 && m.saturating_mul(k) >= PAR_WORK {
+    split_rows(m, k, (unit, parts), threads, part);
+    true
+}
+
+/// Calls `part(r0, r1)` over `0..n` rows of `k` multiply-adds each: once for all rows, or,
+/// when there are threads and enough work, over the pool in up to `parts` contiguous
+/// parts of whole `unit`s of rows.
+fn split_rows(
+    n: usize,
+    k: usize,
+    (unit, parts): (usize, usize),
+    threads: usize,
+    part: impl Fn(usize, usize) + Sync + Send,
+) {
+    let units = n.div_ceil(unit);
+    if threads > 1 && units >= 2 && n.saturating_mul(k) >= PAR_WORK {
         let chunks = parts.min(units);
         let per = units.div_ceil(chunks) * unit;
         (0..chunks).into_par_iter().for_each(|c| {
-            let r0 = (c * per).min(m);
-            part(r0, (r0 + per).min(m));
+            let r0 = (c * per).min(n);
+            part(r0, (r0 + per).min(n));
         });
     } else {
-        part(0, m);
+        part(0, n);
     }
-    true
 }
 
 /// Which axis of the matrix has the unit stride.
@@ -102,7 +115,8 @@ enum Form {
     Columns,
 }
 
-/// The arrays of one [`gemv`] call, shared by its threads.
+/// The arrays of one [`gemv`] call (`x` the vector) or [`row_dots`] call (`x` the second
+/// matrix), shared by its threads.
 #[derive(Clone, Copy)]
 struct Ptrs<T> {
     a: SendPtr<T>,
@@ -277,16 +291,7 @@ pub(super) unsafe fn row_dots<T: Scalar>(
             }
         }
     };
-    if threads > 1 && n >= 2 && n.saturating_mul(k) >= PAR_WORK {
-        let chunks = (4 * threads).min(n);
-        let per = n.div_ceil(chunks);
-        (0..chunks).into_par_iter().for_each(|c| {
-            let r0 = (c * per).min(n);
-            part(r0, (r0 + per).min(n));
-        });
-    } else {
-        part(0, n);
-    }
+    split_rows(n, k, (1, 4 * threads), threads, part);
 }
 
 simd::avx2_copy!(unsafe fn row_dots_avx2<T: Scalar>(
